@@ -1,0 +1,30 @@
+# One venv in the repo root; every target that runs code depends on it, so each works
+# on a fresh clone. torch is pinned to the CPU build that lies on this machine's disk;
+# pyproject keeps the range open for GPU users.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TORCH  ?= torch==2.13.0
+
+.PHONY: install test demo bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	$(PY) -m pip install --quiet -e ".[dev]" "$(TORCH)"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest tests
+
+lint: install
+	$(VENV)/bin/ruff check platform tests bench
+
+bench: install
+	$(PY) bench/synth.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,98 @@
+"""``aikd <job> ...``: one sub-command per job kind.
+
+Errors a user can cause end in one line naming what to fix (exit status 2), not a
+traceback from deep inside a library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from aikd.data.ingest import IngestError
+from aikd.data.safe_pickle import UnsafePickleError
+from aikd.data.schema import ShardSchemaError
+from aikd.storage import StorageError
+
+USER_ERRORS = (StorageError, IngestError, ShardSchemaError, UnsafePickleError, FileNotFoundError, ValueError)
+
+
+def _cmd_synth(args: argparse.Namespace) -> dict:
+    from aikd.data.synth import SynthConfig, write_synthetic
+    from aikd.progress import progress_bar
+
+    cfg = SynthConfig(identities=args.identities, samples_per_identity=args.samples_per_identity,
+                      seed=args.seed, degraded_share=args.degraded_share,
+                      min_canvas=args.min_canvas, max_canvas=args.max_canvas)
+    with progress_bar("synth", cfg.total) as advance:
+        return write_synthetic(args.out, cfg, rows_per_shard=args.rows_per_shard, progress=advance)
+
+
+def _cmd_ingest_folder(args: argparse.Namespace) -> dict:
+    from aikd.data.ingest import ingest_folder
+    from aikd.progress import progress_bar
+
+    with progress_bar("ingest", None) as advance:
+        return ingest_folder(args.images, args.landmarks, args.out, rows_per_shard=args.rows_per_shard,
+                             threads=args.threads, progress=advance)
+
+
+def _cmd_ingest_aikd(args: argparse.Namespace) -> dict:
+    from aikd.data.ingest import ingest_aikd
+    from aikd.progress import progress_bar
+
+    with progress_bar("ingest", None) as advance:
+        return ingest_aikd(args.images, args.landmarks, args.out, quality_pickle=args.quality,
+                           label=args.label, rows_per_shard=args.rows_per_shard, threads=args.threads,
+                           progress=advance)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aikd", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate synthetic faces as shards")
+    p.add_argument("--out", required=True, help="output URI (s3://bucket/prefix, file:// or a path)")
+    p.add_argument("--identities", type=int, default=200)
+    p.add_argument("--samples-per-identity", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--degraded-share", type=float, default=0.4)
+    p.add_argument("--min-canvas", type=int, default=160)
+    p.add_argument("--max-canvas", type=int, default=250)
+    p.add_argument("--rows-per-shard", type=int, default=2000)
+    p.set_defaults(func=_cmd_synth)
+
+    ing = sub.add_parser("ingest", help="convert images + landmarks to shards").add_subparsers(
+        dest="source", required=True)
+    f = ing.add_parser("folder", help="<subject>/<file> images plus a CSV/JSON landmarks file")
+    f.add_argument("--images", required=True, help="URI of the image folder tree")
+    f.add_argument("--landmarks", required=True, help="CSV or JSON: image path -> 10 numbers (+ box)")
+    f.set_defaults(func=_cmd_ingest_folder)
+    a = ing.add_parser("aikd", help="the reference AI-KD release: landmark and quality pickles")
+    a.add_argument("--images", required=True, help="URI of the image root the pickle names are relative to")
+    a.add_argument("--landmarks", required=True, help="pickle: image name -> (box, 5x2 landmarks)")
+    a.add_argument("--quality", help="pickle: image name -> quality score")
+    a.add_argument("--label", default="external", help="teacher name of the quality column (q_<label>)")
+    a.set_defaults(func=_cmd_ingest_aikd)
+    for q in (f, a):
+        q.add_argument("--out", required=True, help="output URI for the shards")
+        q.add_argument("--rows-per-shard", type=int, default=2000)
+        q.add_argument("--threads", type=int, default=8, help="parallel image reads")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.func(args)
+    except USER_ERRORS as err:
+        print(f"aikd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

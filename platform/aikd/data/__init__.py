@@ -1,0 +1,1 @@
+"""Face data: the shard format, synthetic faces, ingest converters and Ray Data pipelines."""

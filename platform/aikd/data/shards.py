@@ -1,0 +1,157 @@
+"""Writing and reading face shards on any URI.
+
+Shards are ``part-NNNNN.parquet`` files under one prefix. Side tables live beside them
+with a leading underscore (``_rejects.parquet``, ``_summary.json``) so that listing the
+shards skips them, as Spark's ``_SUCCESS`` is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from aikd.data.schema import FACE_SCHEMA, IMAGE_ID, REJECTS_SCHEMA, ShardSchemaError, validate_schema
+from aikd.storage import Location, StorageError, resolve
+
+REJECTS_FILE = "_rejects.parquet"
+SUMMARY_FILE = "_summary.json"
+DEFAULT_ROWS_PER_SHARD = 2000
+
+
+class ShardWriter:
+    """Append rows; every ``rows_per_shard`` rows become one Parquet file.
+
+    Each shard is written whole from memory, so a crash leaves complete shards only
+    (objects on S3 appear atomically; local files are written then renamed).
+    """
+
+    def __init__(self, uri: str, schema: pa.Schema = FACE_SCHEMA,
+                 rows_per_shard: int = DEFAULT_ROWS_PER_SHARD, prefix: str = "part"):
+        if rows_per_shard < 1:
+            raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
+        self.location = resolve(uri)
+        self.schema = schema
+        self.rows_per_shard = rows_per_shard
+        self.prefix = prefix
+        self.files: list[str] = []
+        self.rows_written = 0
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self.location.makedirs()
+
+    def write_rows(self, rows: list[dict]) -> None:
+        if rows:
+            self.write_batch(pa.RecordBatch.from_pylist(rows, schema=self.schema))
+
+    def write_batch(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if isinstance(batch, pa.Table):
+            batches = batch.cast(self.schema).to_batches()
+        else:
+            batches = [batch if batch.schema.equals(self.schema) else
+                       pa.Table.from_batches([batch]).cast(self.schema).combine_chunks().to_batches()[0]]
+        for b in batches:
+            self._pending.append(b)
+            self._pending_rows += b.num_rows
+        while self._pending_rows >= self.rows_per_shard:
+            table = pa.Table.from_batches(self._pending, schema=self.schema)
+            self._flush(table.slice(0, self.rows_per_shard))
+            rest = table.slice(self.rows_per_shard)
+            self._pending = rest.to_batches()
+            self._pending_rows = rest.num_rows
+
+    def _flush(self, table: pa.Table) -> None:
+        name = f"{self.prefix}-{len(self.files):05d}.parquet"
+        target = self.location.join(name)
+        if self.location.is_s3:
+            pq.write_table(table, target.path, filesystem=target.fs)
+        else:
+            tmp = self.location.join(f".{name}.tmp")
+            pq.write_table(table, tmp.path, filesystem=tmp.fs)
+            tmp.fs.move(tmp.path, target.path)
+        self.files.append(target.uri)
+        self.rows_written += table.num_rows
+
+    def close(self) -> list[str]:
+        if self._pending_rows:
+            self._flush(pa.Table.from_batches(self._pending, schema=self.schema))
+            self._pending, self._pending_rows = [], 0
+        return self.files
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # On an error, keep the complete shards written so far but not a partial one.
+        if exc_type is None:
+            self.close()
+
+
+def shard_files(uri: str | Location) -> list[Location]:
+    """The shard files under ``uri`` (a prefix or one file), sorted; error if none."""
+    location = uri if isinstance(uri, Location) else resolve(uri)
+    try:
+        files = location.list_files(suffix=".parquet")
+    except StorageError as err:
+        raise StorageError(f"no face shards: {err}") from None
+    if not files:
+        raise StorageError(f"no face shards (*.parquet) under {location.uri}")
+    return files
+
+
+def read_shard(location: Location, columns: list[str] | None = None,
+               labels: tuple[str, ...] = ()) -> pa.Table:
+    """Read one shard, validating its schema first so errors name the file and column."""
+    try:
+        schema = pq.read_schema(location.path, filesystem=location.fs)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ShardSchemaError(f"{location.uri}: not a readable Parquet file ({err})") from None
+    validate_schema(schema, location.uri, labels)
+    return pq.read_table(location.path, filesystem=location.fs, columns=columns)
+
+
+def iter_shards(uri: str, columns: list[str] | None = None,
+                labels: tuple[str, ...] = ()) -> Iterator[pa.Table]:
+    for location in shard_files(uri):
+        yield read_shard(location, columns, labels)
+
+
+def read_shards(uri: str, columns: list[str] | None = None, labels: tuple[str, ...] = ()) -> pa.Table:
+    """All shards under ``uri`` as one table (small sets: tests, evaluation, summaries)."""
+    tables = list(iter_shards(uri, columns, labels))
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def write_rejects(uri: str, rejects: Iterable[tuple[str, str]]) -> Location:
+    """The rejects table (image_id, reason) beside the shards at ``uri``."""
+    rows = [{IMAGE_ID: image_id, "reason": reason} for image_id, reason in rejects]
+    target = resolve(uri).join(REJECTS_FILE)
+    target.parent().makedirs()
+    table = pa.Table.from_pylist(rows, schema=REJECTS_SCHEMA)
+    pq.write_table(table, target.path, filesystem=target.fs)
+    return target
+
+
+def read_rejects(uri: str) -> pa.Table:
+    target = resolve(uri).join(REJECTS_FILE)
+    if not target.exists():
+        return REJECTS_SCHEMA.empty_table()
+    return pq.read_table(target.path, filesystem=target.fs)
+
+
+def write_summary(uri: str, summary: dict) -> Location:
+    target = resolve(uri).join(SUMMARY_FILE)
+    target.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return target
+
+
+def read_summary(uri: str) -> dict:
+    return json.loads(resolve(uri).join(SUMMARY_FILE).read_text())
+
+
+def column_of(table: pa.Table, name: str) -> list:
+    if name not in table.column_names:
+        raise ShardSchemaError(f"column {name!r} not found; columns: {table.column_names}")
+    return table.column(name).to_pylist()

@@ -1,0 +1,137 @@
+"""One way from a URI to a filesystem: every job addresses its data through here.
+
+``s3://bucket/prefix`` goes to pyarrow's S3 client configured from the standard AWS
+variables (pyarrow ignores ``AWS_ENDPOINT_URL`` by itself, so it is read here);
+``file:///abs/path`` and plain paths go to the local filesystem. S3 calls retry
+transient errors with the AWS standard strategy.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+S3_RETRIES = int(os.environ.get("AIKD_S3_RETRIES", "8"))
+
+
+class StorageError(ValueError):
+    """A URI that cannot be resolved or a location that does not exist."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """A filesystem plus a path on it, and the URI it came from (for messages)."""
+
+    fs: pafs.FileSystem
+    path: str
+    uri: str
+
+    def join(self, *parts: str) -> Location:
+        path = posixpath.join(self.path, *parts)
+        uri = posixpath.join(self.uri, *parts)
+        return Location(self.fs, path, uri)
+
+    @property
+    def is_s3(self) -> bool:
+        return isinstance(self.fs, pafs.S3FileSystem)
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def makedirs(self) -> None:
+        # Object stores have no directories; creating one on S3 would only add a marker.
+        if not self.is_s3:
+            self.fs.create_dir(self.path, recursive=True)
+
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.path) as f:
+            return f.read()
+
+    def write_bytes(self, data: bytes) -> None:
+        self.parent().makedirs()
+        with self.fs.open_output_stream(self.path) as f:
+            f.write(data)
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode("utf-8")
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode("utf-8"))
+
+    def parent(self) -> Location:
+        return Location(self.fs, posixpath.dirname(self.path), posixpath.dirname(self.uri))
+
+    def list_files(self, suffix: str = "") -> list[Location]:
+        """Files directly or recursively under this location, sorted, hidden ones skipped."""
+        info = self.fs.get_file_info(self.path)
+        if info.type == pafs.FileType.File:
+            return [self]
+        if info.type == pafs.FileType.NotFound:
+            raise StorageError(f"nothing at {self.uri}")
+        selector = pafs.FileSelector(self.path, recursive=True)
+        out = []
+        for item in self.fs.get_file_info(selector):
+            name = posixpath.basename(item.path)
+            if item.type != pafs.FileType.File or name.startswith((".", "_")):
+                continue
+            if item.path.endswith(suffix):
+                rel = posixpath.relpath(item.path, self.path)
+                out.append(self.join(rel))
+        return sorted(out, key=lambda loc: loc.path)
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def s3_filesystem() -> pafs.S3FileSystem:
+    """pyarrow S3 client from the standard AWS environment, endpoint override included."""
+    kwargs: dict = {
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_RETRIES),
+        "allow_bucket_creation": True,
+    }
+    endpoint = _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs["endpoint_override"] = parsed.netloc
+        kwargs["scheme"] = parsed.scheme or "https"
+    region = _env("AWS_REGION", "AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    key, secret = _env("AWS_ACCESS_KEY_ID"), _env("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        kwargs["access_key"] = key
+        kwargs["secret_key"] = secret
+        token = _env("AWS_SESSION_TOKEN")
+        if token:
+            kwargs["session_token"] = token
+    return pafs.S3FileSystem(**kwargs)
+
+
+def resolve(uri: str | os.PathLike) -> Location:
+    """Map ``s3://``, ``file://`` or a plain path to a :class:`Location`."""
+    text = os.fspath(uri)
+    if not text:
+        raise StorageError("empty URI: give s3://bucket/prefix, file:///path or a path")
+    parsed = urlparse(text)
+    scheme = parsed.scheme.lower()
+    if scheme == "s3":
+        if not parsed.netloc:
+            raise StorageError(f"{text!r} has no bucket: expected s3://bucket/prefix")
+        path = posixpath.join(parsed.netloc, parsed.path.lstrip("/")).rstrip("/")
+        return Location(s3_filesystem(), path, text.rstrip("/"))
+    if scheme == "file":
+        path = os.path.abspath(parsed.path)
+        return Location(pafs.LocalFileSystem(), path, f"file://{path}")
+    if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
+        raise StorageError(f"unsupported URI scheme {scheme!r} in {text!r}: use s3://, file:// or a path")
+    path = os.path.abspath(os.path.expanduser(text))
+    return Location(pafs.LocalFileSystem(), path, path)

@@ -1,0 +1,30 @@
+import json
+import subprocess
+import sys
+
+from aikd.cli import main
+from aikd.data.shards import read_shards
+
+
+def test_synth_command_writes_shards_and_prints_the_summary(tmp_path, capsys):
+    out = tmp_path / "faces"
+    assert main(["synth", "--out", str(out), "--identities", "3", "--samples-per-identity", "4",
+                 "--rows-per-shard", "5"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == 12 and summary["shards"] == 3
+    assert read_shards(str(out)).num_rows == 12
+
+
+def test_user_errors_are_one_line_not_a_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "aikd", "ingest", "folder", "--images", str(tmp_path / "missing"),
+         "--landmarks", str(tmp_path / "lm.csv"), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert "landmarks file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_uri_scheme_is_reported(capsys):
+    assert main(["synth", "--out", "gs://bucket/x", "--identities", "1", "--samples-per-identity", "1"]) == 2
+    assert "unsupported URI scheme 'gs'" in capsys.readouterr().err
