@@ -54,3 +54,26 @@ def storage_root(request, tmp_path) -> str:
         return str(tmp_path / "store")
     request.getfixturevalue("s3_server")
     return f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    """One local Ray instance for the session, started after the S3 variables are set."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synth_shards(tmp_path_factory) -> str:
+    """A small synthetic face set on local disk, shared by the tests that only read it."""
+    from aikd.data.synth import SynthConfig, write_synthetic
+
+    out = tmp_path_factory.mktemp("synth") / "faces"
+    write_synthetic(str(out), SynthConfig(identities=12, samples_per_identity=10, seed=5), rows_per_shard=40)
+    return str(out)

@@ -96,7 +96,8 @@ def read_landmarks_file(location: Location) -> dict[str, Record]:
                 f"got {len(row)} fields"
             )
         src = f"{location.uri} row {line}"
-        bbox = _numbers(row[11:15], src) if len(row) == 15 else None
+        has_box = len(row) == 15 and any(cell.strip() for cell in row[11:15])
+        bbox = _numbers(row[11:15], src) if has_box else None
         records[row[0]] = Record(row[0], _numbers(row[1:11], src), bbox)
     return records
 

@@ -1,0 +1,194 @@
+"""The streaming training pipeline: face shards -> Ray Dataset of aligned/misaligned pairs.
+
+    shard URIs (one dataset row each, one task each)
+      -> map_batches(read_pairs): stream the shard's record batches; per batch
+         (make_pairs) split by a stable hash of image_id, decode, estimate every
+         transform of the batch at once, warp the aligned view and (training only) the
+         misaligned view with fresh landmark noise per sample and epoch
+      -> batches {aligned, misaligned, quality, image_id}, uint8 NHWC, RGB
+
+One task per shard is what spreads the work: Ray's Parquet reader packs small files
+into one read task, which left a whole epoch's decoding to one core.
+
+Noise is keyed by (seed, epoch, image_id), never by the order rows arrive in, so a run
+is reproducible however Ray schedules the blocks. Rows that cannot be decoded or
+aligned leave the stream with a reason, collected by a small actor (:class:`RejectLog`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+
+from aikd.align import degenerate_reason, perturb, similarity_batch, template, warp_batch
+from aikd.config import DataConfig
+from aikd.data.schema import IMAGE, IMAGE_ID, LANDMARKS, validate_schema
+from aikd.data.shards import shard_files
+from aikd.storage import Location, resolve
+
+Split = Literal["train", "val", "all"]
+
+
+def stable_hash(image_ids, seed: int) -> np.ndarray:
+    """64-bit hash of each id, salted by the seed; identical on every machine and run."""
+    key = seed.to_bytes(8, "little", signed=True)
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8, key=key).digest(), "little")
+         for i in image_ids],
+        dtype=np.uint64,
+    )
+
+
+def is_validation(hashes: np.ndarray, val_fraction: float) -> np.ndarray:
+    # top bits of the hash as a uniform number in [0, 1)
+    return (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53) < val_fraction
+
+
+@ray.remote(num_cpus=0)
+class RejectLog:
+    """Collects (image_id, reason) from map tasks anywhere in the cluster."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, str] = {}
+
+    def add(self, rejects: list[tuple[str, str]]) -> None:
+        self.rows.update(rejects)  # keyed by id: re-executed blocks do not double count
+
+    def get(self) -> list[tuple[str, str]]:
+        return sorted(self.rows.items())
+
+
+def decode(blob: bytes) -> np.ndarray | None:
+    """BGR uint8 image, or None if the bytes are not a decodable image."""
+    if not blob:
+        return None
+    return cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+
+
+def _noise_rngs(hashes: np.ndarray, seed: int, epoch: int):
+    for h in hashes:
+        yield np.random.default_rng([seed, epoch, int(h)])
+
+
+def _bgr_to_rgb(batch: np.ndarray) -> np.ndarray:
+    """In place, on the small aligned crops rather than the large sources (one SIMD pass)."""
+    if len(batch):
+        flat = batch.reshape(-1, batch.shape[2], 3)
+        cv2.cvtColor(flat, cv2.COLOR_BGR2RGB, dst=flat)
+    return batch
+
+
+def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int, reject_log=None) -> dict:
+    """One batch of shard rows: select the split, decode, align, misalign (training only)."""
+    ids = batch[IMAGE_ID]
+    hashes = stable_hash(ids, cfg.seed)
+    keep = np.ones(len(ids), bool)
+    if split != "all":
+        in_val = is_validation(hashes, cfg.val_fraction)
+        keep = in_val if split == "val" else ~in_val
+
+    landmarks = np.stack([np.asarray(v, np.float64) for v in batch[LANDMARKS]]) if len(ids) else np.zeros((0, 10))
+    reasons = degenerate_reason(landmarks) if len(ids) else np.array([], object)
+    images: list[np.ndarray] = []
+    good: list[int] = []
+    rejects: list[tuple[str, str]] = []
+    for i in np.flatnonzero(keep):
+        if reasons[i]:
+            rejects.append((str(ids[i]), str(reasons[i])))
+            continue
+        image = decode(batch[IMAGE][i])
+        if image is None:
+            rejects.append((str(ids[i]), "undecodable image"))
+            continue
+        images.append(image)
+        good.append(i)
+    if rejects and reject_log is not None:
+        reject_log.add.remote(rejects)
+
+    size = cfg.image_size
+    good_idx = np.array(good, dtype=np.int64)
+    dst = template(size)
+    out = {IMAGE_ID: np.asarray(ids)[good_idx].astype(str)}
+    aligned = np.empty((len(good), size, size, 3), np.uint8)
+    if good:
+        warp_batch(images, similarity_batch(landmarks[good_idx], dst), size, out=aligned)
+    out["aligned"] = _bgr_to_rgb(aligned)
+    if split == "train":
+        noisy = np.stack([perturb(landmarks[i], cfg.misalignment, rng, cfg.misalignment_relative)
+                          for i, rng in zip(good_idx, _noise_rngs(hashes[good_idx], cfg.seed, epoch),
+                                            strict=True)]) if good else np.zeros((0, 10))
+        misaligned = np.empty_like(aligned)
+        if good:
+            # Noise can make landmarks coincide only at absurd strengths; then reuse the clean crop.
+            ok = degenerate_reason(noisy) == ""
+            noisy[~ok] = landmarks[good_idx][~ok]
+            warp_batch(images, similarity_batch(noisy, dst), size, out=misaligned)
+        out["misaligned"] = _bgr_to_rgb(misaligned)
+    if cfg.label is not None:
+        out["quality"] = np.asarray(batch[cfg.label], np.float32)[good_idx]
+    return out
+
+
+def read_pairs(items: dict, *, cfg: DataConfig, split: Split, epoch: int, reject_log=None):
+    """map_batches over shard URIs: yield pair batches of ``cfg.batch_size`` rows per shard."""
+    cv2.setNumThreads(1)  # Ray already runs one task per core
+    columns = [IMAGE_ID, IMAGE, LANDMARKS] + ([cfg.label] if cfg.label else [])
+    for uri in items["uri"]:
+        location = resolve(str(uri))
+        shard = pq.ParquetFile(location.fs.open_input_file(location.path))
+        for record_batch in shard.iter_batches(batch_size=cfg.batch_size, columns=columns):
+            batch = {name: record_batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
+            out = make_pairs(batch, cfg=cfg, split=split, epoch=epoch, reject_log=reject_log)
+            if len(out[IMAGE_ID]):
+                yield out
+
+
+@dataclass
+class FacePipeline:
+    """A lazily executed Ray Dataset plus the log of rows it rejected."""
+
+    dataset: ray.data.Dataset
+    reject_log: ray.actor.ActorHandle
+
+    def rejects(self) -> list[tuple[str, str]]:
+        """Rows rejected so far (complete once the dataset has been consumed)."""
+        return ray.get(self.reject_log.get.remote())
+
+
+def validated_files(cfg: DataConfig) -> list[Location]:
+    """All shard files of the config, each schema checked before any task starts."""
+    files = [f for uri in cfg.shards for f in shard_files(uri)]
+    labels = (cfg.label,) if cfg.label else ()
+
+    def check(f: Location) -> None:
+        validate_schema(pq.read_schema(f.path, filesystem=f.fs), f.uri, labels)
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(check, files))
+    return files
+
+
+def face_pipeline(cfg: DataConfig, split: Split = "train", epoch: int = 0,
+                  files: list[Location] | None = None) -> FacePipeline:
+    """Build the (lazy) dataset for one split and epoch; see the module docstring."""
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+    files = files if files is not None else validated_files(cfg)
+    if len({type(f.fs) for f in files}) > 1:
+        raise ValueError(f"all shards of one dataset must be on one kind of storage, got {cfg.shards}")
+    log = RejectLog.remote()
+    ds = ray.data.from_items([{"uri": f.uri} for f in files], override_num_blocks=len(files))
+    ds = ds.map_batches(
+        read_pairs,
+        fn_kwargs={"cfg": cfg, "split": split, "epoch": epoch, "reject_log": log},
+        batch_size=1,
+        batch_format="numpy",
+    )
+    return FacePipeline(ds, log)
