@@ -23,7 +23,9 @@ class DataConfig(Frozen):
     misalignment_relative: bool = Field(False, description="misalignment as a fraction of inter-ocular distance")
     val_fraction: float = Field(0.01, ge=0.0, lt=1.0, description="share of image_ids held out for validation")
     seed: int = 0
-    batch_size: int = Field(64, ge=1, description="rows per map_batches call (decode + warp)")
+    batch_size: int = Field(256, ge=1, description="rows per decode + warp call (and per output block)")
+    workers: int = Field(2, ge=1, description="decode/warp actors (each keeps tasks queued: no scheduling gaps)")
+    worker_cpus: float = Field(1.0, gt=0.0, description="CPUs reserved per decode/warp actor")
 
     @field_validator("label")
     @classmethod

@@ -16,7 +16,7 @@ def _collect(pipeline):
     """All rows of a pipeline run, in image_id order (Ray may deliver blocks in any order)."""
     batches = list(pipeline.dataset.iter_batches(batch_size=None, batch_format="numpy"))
     out = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-    order = np.argsort(out["image_id"])
+    order = np.lexsort((out["image_id"], out["epoch"]))
     return {k: v[order] for k, v in out.items()}
 
 
@@ -57,14 +57,27 @@ def test_split_is_stable_disjoint_and_validation_is_not_perturbed(ray_local, syn
 
 def test_same_seed_same_batches_new_epoch_new_noise(ray_local, synth_shards):
     cfg = DataConfig(shards=[synth_shards], image_size=48, val_fraction=0.1, seed=4)
-    a = _collect(face_pipeline(cfg, "train", epoch=0))
-    b = _collect(face_pipeline(cfg, "train", epoch=0))
-    c = _collect(face_pipeline(cfg, "train", epoch=1))
+    a = _collect(face_pipeline(cfg, "train", epochs=range(0, 1)))
+    b = _collect(face_pipeline(cfg, "train", epochs=range(0, 1)))
+    c = _collect(face_pipeline(cfg, "train", epochs=range(1, 2)))
+    assert set(a["epoch"]) == {0} and set(c["epoch"]) == {1}
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
     np.testing.assert_array_equal(a["aligned"], c["aligned"])
     changed = [not np.array_equal(x, y) for x, y in zip(a["misaligned"], c["misaligned"], strict=True)]
     assert np.mean(changed) > 0.95
+
+
+def test_several_epochs_stream_through_one_dataset(ray_local, synth_shards):
+    cfg = DataConfig(shards=[synth_shards], image_size=32, val_fraction=0.0, seed=4)
+    pipeline = face_pipeline(cfg, "train", epochs=2)
+    assert pipeline.rows_per_epoch == 120
+    rows = _collect(pipeline)
+    assert len(rows["image_id"]) == 240 and np.bincount(rows["epoch"]).tolist() == [120, 120]
+    first, second = (rows["epoch"] == 0), (rows["epoch"] == 1)
+    np.testing.assert_array_equal(rows["image_id"][first], rows["image_id"][second])
+    np.testing.assert_array_equal(rows["aligned"][first], rows["aligned"][second])
+    assert not np.array_equal(rows["misaligned"][first], rows["misaligned"][second])
 
 
 def test_strength_zero_means_no_misalignment(ray_local, synth_shards):

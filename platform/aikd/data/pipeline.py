@@ -1,14 +1,16 @@
 """The streaming training pipeline: face shards -> Ray Dataset of aligned/misaligned pairs.
 
-    shard URIs (one dataset row each, one task each)
-      -> map_batches(read_pairs): stream the shard's record batches; per batch
+    shard URIs (one dataset row each)
+      -> map_batches(PairMaker, actor pool): stream each shard's record batches; per batch
          (make_pairs) split by a stable hash of image_id, decode, estimate every
          transform of the batch at once, warp the aligned view and (training only) the
          misaligned view with fresh landmark noise per sample and epoch
       -> batches {aligned, misaligned, quality, image_id}, uint8 NHWC, RGB
 
-One task per shard is what spreads the work: Ray's Parquet reader packs small files
-into one read task, which left a whole epoch's decoding to one core.
+One call per shard is what spreads the work: Ray's Parquet reader packs small files
+into one read task, which left a whole epoch's decoding to one core. Long-lived actors,
+each with calls queued, avoid the gap between short tasks that Ray's scheduler leaves
+on a busy machine (measured: ~0.2 s per task on 2 cores).
 
 Noise is keyed by (seed, epoch, image_id), never by the order rows arrive in, so a run
 is reproducible however Ray schedules the blocks. Rows that cannot be decoded or
@@ -29,7 +31,7 @@ import ray
 
 from aikd.align import degenerate_reason, perturb, similarity_batch, template, warp_batch
 from aikd.config import DataConfig
-from aikd.data.schema import IMAGE, IMAGE_ID, LANDMARKS, validate_schema
+from aikd.data.schema import IMAGE, IMAGE_ID, LANDMARKS, ShardSchemaError, validate_schema
 from aikd.data.shards import shard_files
 from aikd.storage import Location, resolve
 
@@ -136,18 +138,35 @@ def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int, reject
     return out
 
 
-def read_pairs(items: dict, *, cfg: DataConfig, split: Split, epoch: int, reject_log=None):
-    """map_batches over shard URIs: yield pair batches of ``cfg.batch_size`` rows per shard."""
-    cv2.setNumThreads(1)  # Ray already runs one task per core
-    columns = [IMAGE_ID, IMAGE, LANDMARKS] + ([cfg.label] if cfg.label else [])
-    for uri in items["uri"]:
-        location = resolve(str(uri))
-        shard = pq.ParquetFile(location.fs.open_input_file(location.path))
-        for record_batch in shard.iter_batches(batch_size=cfg.batch_size, columns=columns):
-            batch = {name: record_batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
-            out = make_pairs(batch, cfg=cfg, split=split, epoch=epoch, reject_log=reject_log)
-            if len(out[IMAGE_ID]):
-                yield out
+class PairMaker:
+    """Actor body for map_batches over work units (epoch, shard URI, row group)."""
+
+    def __init__(self, cfg: DataConfig, split: Split, reject_log=None):
+        cv2.setNumThreads(1)  # Ray already runs one worker per core
+        self.cfg, self.split, self.reject_log = cfg, split, reject_log
+        self.columns = [IMAGE_ID, IMAGE, LANDMARKS] + ([cfg.label] if cfg.label else [])
+
+    def __call__(self, units: dict):
+        for epoch, uri, row_group in zip(units["epoch"], units["uri"], units["row_group"], strict=True):
+            location = resolve(str(uri))
+            shard = pq.ParquetFile(location.fs.open_input_file(location.path))
+            for record_batch in shard.iter_batches(batch_size=self.cfg.batch_size, columns=self.columns,
+                                                   row_groups=[int(row_group)]):
+                batch = {name: record_batch.column(name).to_numpy(zero_copy_only=False) for name in self.columns}
+                out = make_pairs(batch, cfg=self.cfg, split=self.split, epoch=int(epoch),
+                                 reject_log=self.reject_log)
+                if len(out[IMAGE_ID]):
+                    out["epoch"] = np.full(len(out[IMAGE_ID]), epoch, np.int32)
+                    yield out
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """One row group of one shard: the grain of work and of load balance."""
+
+    uri: str
+    row_group: int
+    rows: int
 
 
 @dataclass
@@ -156,39 +175,71 @@ class FacePipeline:
 
     dataset: ray.data.Dataset
     reject_log: ray.actor.ActorHandle
+    units: list[WorkUnit]
+
+    @property
+    def rows_per_epoch(self) -> int:
+        """Rows of all splits per epoch (the split is only known once ids are hashed)."""
+        return sum(u.rows for u in self.units)
 
     def rejects(self) -> list[tuple[str, str]]:
         """Rows rejected so far (complete once the dataset has been consumed)."""
         return ray.get(self.reject_log.get.remote())
 
 
-def validated_files(cfg: DataConfig) -> list[Location]:
-    """All shard files of the config, each schema checked before any task starts."""
+def plan_units(cfg: DataConfig) -> list[WorkUnit]:
+    """Every row group of every shard, each shard's schema checked before any work starts."""
     files = [f for uri in cfg.shards for f in shard_files(uri)]
-    labels = (cfg.label,) if cfg.label else ()
-
-    def check(f: Location) -> None:
-        validate_schema(pq.read_schema(f.path, filesystem=f.fs), f.uri, labels)
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(check, files))
-    return files
-
-
-def face_pipeline(cfg: DataConfig, split: Split = "train", epoch: int = 0,
-                  files: list[Location] | None = None) -> FacePipeline:
-    """Build the (lazy) dataset for one split and epoch; see the module docstring."""
-    if split not in ("train", "val", "all"):
-        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
-    files = files if files is not None else validated_files(cfg)
     if len({type(f.fs) for f in files}) > 1:
         raise ValueError(f"all shards of one dataset must be on one kind of storage, got {cfg.shards}")
+    labels = (cfg.label,) if cfg.label else ()
+
+    def inspect(f: Location) -> list[WorkUnit]:
+        try:
+            meta = pq.read_metadata(f.path, filesystem=f.fs)
+        except (OSError, ValueError) as err:
+            raise ShardSchemaError(f"{f.uri}: not a readable Parquet file ({err})") from None
+        validate_schema(meta.schema.to_arrow_schema(), f.uri, labels)
+        return [WorkUnit(f.uri, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
+
+    with ThreadPoolExecutor(16) as pool:  # metadata reads are round trips to storage
+        return [unit for units in pool.map(inspect, files) for unit in units]
+
+
+def _epoch_order(units: list[WorkUnit], cfg: DataConfig, epoch: int, shuffle: bool) -> list[WorkUnit]:
+    if not shuffle:
+        return units
+    order = np.random.default_rng([cfg.seed, epoch, 0x5EED]).permutation(len(units))
+    return [units[i] for i in order]
+
+
+def face_pipeline(cfg: DataConfig, split: Split = "train", epochs: int | range = 1,
+                  units: list[WorkUnit] | None = None) -> FacePipeline:
+    """Build the lazy dataset of ``split`` for ``epochs`` (a count, or a range to resume from).
+
+    All epochs run through one dataset, so the actor pool starts once; batches carry an
+    ``epoch`` column. Training visits row groups in a seeded order per epoch (shuffle
+    rows within batches downstream with a local shuffle buffer).
+    """
+    if split not in ("train", "val", "all"):
+        raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
+    epoch_range = range(epochs) if isinstance(epochs, int) else epochs
+    units = units if units is not None else plan_units(cfg)
+    items = [
+        {"epoch": epoch, "uri": u.uri, "row_group": u.row_group}
+        for epoch in epoch_range
+        for u in _epoch_order(units, cfg, epoch, shuffle=split == "train")
+    ]
+    if not items:
+        raise ValueError(f"nothing to read: {len(units)} row groups, epochs {epoch_range}")
     log = RejectLog.remote()
-    ds = ray.data.from_items([{"uri": f.uri} for f in files], override_num_blocks=len(files))
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(
-        read_pairs,
-        fn_kwargs={"cfg": cfg, "split": split, "epoch": epoch, "reject_log": log},
+        PairMaker,
+        fn_constructor_kwargs={"cfg": cfg, "split": split, "reject_log": log},
         batch_size=1,
         batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+        num_cpus=cfg.worker_cpus,
     )
-    return FacePipeline(ds, log)
+    return FacePipeline(ds, log, units)

@@ -19,6 +19,7 @@ from aikd.storage import Location, StorageError, resolve
 REJECTS_FILE = "_rejects.parquet"
 SUMMARY_FILE = "_summary.json"
 DEFAULT_ROWS_PER_SHARD = 2000
+ROW_GROUP_ROWS = 256  # the pipeline's unit of work: small enough to balance across workers
 
 
 class ShardWriter:
@@ -66,10 +67,10 @@ class ShardWriter:
         name = f"{self.prefix}-{len(self.files):05d}.parquet"
         target = self.location.join(name)
         if self.location.is_s3:
-            pq.write_table(table, target.path, filesystem=target.fs)
+            pq.write_table(table, target.path, filesystem=target.fs, row_group_size=ROW_GROUP_ROWS)
         else:
             tmp = self.location.join(f".{name}.tmp")
-            pq.write_table(table, tmp.path, filesystem=tmp.fs)
+            pq.write_table(table, tmp.path, filesystem=tmp.fs, row_group_size=ROW_GROUP_ROWS)
             tmp.fs.move(tmp.path, target.path)
         self.files.append(target.uri)
         self.rows_written += table.num_rows
