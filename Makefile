@@ -20,11 +20,15 @@ $(STAMP): pyproject.toml
 test: install
 	$(PY) -m pytest tests
 
+demo: install
+	$(VENV)/bin/aikd demo --out runs/demo
+
 lint: install
 	$(VENV)/bin/ruff check platform tests bench
 
 bench: install
 	$(PY) bench/synth.py
+	$(PY) bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

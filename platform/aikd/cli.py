@@ -48,6 +48,12 @@ def _cmd_ingest_aikd(args: argparse.Namespace) -> dict:
                            progress=advance)
 
 
+def _cmd_demo(args: argparse.Namespace) -> dict:
+    from aikd.demo import run_demo
+
+    return run_demo(args.out, identities=args.identities, samples_per_identity=args.samples_per_identity)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aikd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--out", required=True, help="output URI for the shards")
         q.add_argument("--rows-per-shard", type=int, default=2000)
         q.add_argument("--threads", type=int, default=8, help="parallel image reads")
+    d = sub.add_parser("demo", help="the main job on the embedded default (local, CPU only)")
+    d.add_argument("--out", default="runs/demo", help="run URI")
+    d.add_argument("--identities", type=int, default=100)
+    d.add_argument("--samples-per-identity", type=int, default=10)
+    d.set_defaults(func=_cmd_demo)
     return parser
 
 
