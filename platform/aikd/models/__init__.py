@@ -1,0 +1,5 @@
+"""Models: insightface-compatible IResNet backbones, the AI-KD student, margin heads, weights I/O."""
+
+from aikd.models.registry import ModelInfo, create_model, list_models, model_info, register_model
+
+__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]

@@ -1,0 +1,18 @@
+"""From the pipeline's uint8 NHWC RGB batches to a model's normalised NCHW input."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def to_input(images: np.ndarray | torch.Tensor, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+             device: torch.device | str | None = None) -> torch.Tensor:
+    """(x / 255 - mean) / std, channels first. Done on the target device: a GPU does it free."""
+    t = torch.as_tensor(images)
+    if device is not None:
+        t = t.to(device, non_blocking=True)
+    t = t.permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
+    return t.sub_(m).div_(s).contiguous()
