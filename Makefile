@@ -29,6 +29,7 @@ lint: install
 bench: install
 	$(PY) bench/synth.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/models.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

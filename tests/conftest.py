@@ -77,3 +77,19 @@ def synth_shards(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("synth") / "faces"
     write_synthetic(str(out), SynthConfig(identities=12, samples_per_identity=10, seed=5), rows_per_shard=40)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def fr_run(ray_local, tmp_path_factory):
+    """One FR pretraining run on 2,000 synthetic faces, shared by every test that needs a model."""
+    from aikd.config import DataConfig, FRTrainConfig
+    from aikd.data.synth import SynthConfig, write_synthetic
+    from aikd.frtrain import run_fr_train
+
+    root = tmp_path_factory.mktemp("fr")
+    faces = str(root / "faces")
+    write_synthetic(faces, SynthConfig(identities=100, samples_per_identity=20, seed=21))
+    data = DataConfig(shards=[faces], image_size=64, split_by="subject_id", val_fraction=0.2,
+                      misalignment=0.0, workers=2, worker_cpus=0.5)
+    cfg = FRTrainConfig(data=data, out=str(root / "model"), epochs=3, workers=2, cpus_per_worker=0.5)
+    return cfg, run_fr_train(cfg)

@@ -48,6 +48,25 @@ def _cmd_ingest_aikd(args: argparse.Namespace) -> dict:
                            progress=advance)
 
 
+def _overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value (dotted keys allowed), got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _cmd_fr_train(args: argparse.Namespace) -> dict:
+    from aikd.config import FRTrainConfig, load_spec
+    from aikd.frtrain import run_fr_train
+
+    return run_fr_train(load_spec(args.spec, FRTrainConfig, _overrides(args.set)))
+
+
 def _cmd_demo(args: argparse.Namespace) -> dict:
     from aikd.demo import run_demo
 
@@ -85,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--out", required=True, help="output URI for the shards")
         q.add_argument("--rows-per-shard", type=int, default=2000)
         q.add_argument("--threads", type=int, default=8, help="parallel image reads")
+    t = sub.add_parser("fr-train", help="train a small FR backbone + margin head (Ray Train)")
+    t.add_argument("spec", help="job spec YAML (see jobs/fr_train.yaml)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field, e.g. epochs=3")
+    t.set_defaults(func=_cmd_fr_train)
+
     d = sub.add_parser("demo", help="the main job on the embedded default (local, CPU only)")
     d.add_argument("--out", default="runs/demo", help="run URI")
     d.add_argument("--identities", type=int, default=100)

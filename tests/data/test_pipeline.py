@@ -135,3 +135,13 @@ def test_hash_split_fraction_and_config_errors():
         DataConfig(shards=["x"], label="serfiq")
     with pytest.raises(ValidationError, match="unknown_key|extra"):
         DataConfig(shards=["x"], unknown_key=1)
+
+
+def test_identities_can_be_held_out_whole(ray_local, synth_shards):
+    cfg = DataConfig(shards=[synth_shards], image_size=32, val_fraction=0.3, split_by="subject_id",
+                     misaligned_view=False)
+    train, val = _collect(face_pipeline(cfg, "train")), _collect(face_pipeline(cfg, "val"))
+    assert "misaligned" not in train
+    assert set(train["subject_id"]).isdisjoint(val["subject_id"]) and len(set(val["subject_id"])) >= 1
+    assert len(train["image_id"]) + len(val["image_id"]) == 120
+    assert all(i.startswith(s + "/") for i, s in zip(val["image_id"], val["subject_id"], strict=True))

@@ -5,7 +5,7 @@
          (make_pairs) split by a stable hash of image_id, decode, estimate every
          transform of the batch at once, warp the aligned view and (training only) the
          misaligned view with fresh landmark noise per sample and epoch
-      -> batches {aligned, misaligned, quality, image_id}, uint8 NHWC, RGB
+      -> batches {aligned, misaligned, quality, image_id, subject_id, epoch}, views uint8 NHWC RGB
 
 One call per shard is what spreads the work: Ray's Parquet reader packs small files
 into one read task, which left a whole epoch's decoding to one core. Long-lived actors,
@@ -31,7 +31,7 @@ import ray
 
 from aikd.align import degenerate_reason, perturb, similarity_batch, template, warp_batch
 from aikd.config import DataConfig
-from aikd.data.schema import IMAGE, IMAGE_ID, LANDMARKS, ShardSchemaError, validate_schema
+from aikd.data.schema import IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID, ShardSchemaError, validate_schema
 from aikd.data.shards import shard_files
 from aikd.storage import Location, resolve
 
@@ -90,10 +90,11 @@ def _bgr_to_rgb(batch: np.ndarray) -> np.ndarray:
 def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int, reject_log=None) -> dict:
     """One batch of shard rows: select the split, decode, align, misalign (training only)."""
     ids = batch[IMAGE_ID]
-    hashes = stable_hash(ids, cfg.seed)
+    hashes = stable_hash(ids, cfg.seed)  # keys the noise: per image, whatever the split
     keep = np.ones(len(ids), bool)
     if split != "all":
-        in_val = is_validation(hashes, cfg.val_fraction)
+        split_hashes = hashes if cfg.split_by == IMAGE_ID else stable_hash(batch[SUBJECT_ID], cfg.seed)
+        in_val = is_validation(split_hashes, cfg.val_fraction)
         keep = in_val if split == "val" else ~in_val
 
     landmarks = np.stack([np.asarray(v, np.float64) for v in batch[LANDMARKS]]) if len(ids) else np.zeros((0, 10))
@@ -117,12 +118,13 @@ def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int, reject
     size = cfg.image_size
     good_idx = np.array(good, dtype=np.int64)
     dst = template(size)
-    out = {IMAGE_ID: np.asarray(ids)[good_idx].astype(str)}
+    out = {IMAGE_ID: np.asarray(ids)[good_idx].astype(str),
+           SUBJECT_ID: np.array([str(s) if s is not None else "" for s in np.asarray(batch[SUBJECT_ID])[good_idx]])}
     aligned = np.empty((len(good), size, size, 3), np.uint8)
     if good:
         warp_batch(images, similarity_batch(landmarks[good_idx], dst), size, out=aligned)
     out["aligned"] = _bgr_to_rgb(aligned)
-    if split == "train":
+    if split == "train" and cfg.misaligned_view:
         noisy = np.stack([perturb(landmarks[i], cfg.misalignment, rng, cfg.misalignment_relative)
                           for i, rng in zip(good_idx, _noise_rngs(hashes[good_idx], cfg.seed, epoch),
                                             strict=True)]) if good else np.zeros((0, 10))
@@ -144,7 +146,7 @@ class PairMaker:
     def __init__(self, cfg: DataConfig, split: Split, reject_log=None):
         cv2.setNumThreads(1)  # Ray already runs one worker per core
         self.cfg, self.split, self.reject_log = cfg, split, reject_log
-        self.columns = [IMAGE_ID, IMAGE, LANDMARKS] + ([cfg.label] if cfg.label else [])
+        self.columns = [IMAGE_ID, SUBJECT_ID, IMAGE, LANDMARKS] + ([cfg.label] if cfg.label else [])
 
     def __call__(self, units: dict):
         for epoch, uri, row_group in zip(units["epoch"], units["uri"], units["row_group"], strict=True):

@@ -8,7 +8,7 @@ so preprocessing is read from the model, not hard-coded at call sites.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch.nn as nn
 
@@ -21,7 +21,6 @@ class ModelInfo:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     embedding_dim: int = 512
     description: str = ""
-    defaults: dict = field(default_factory=dict)
 
 
 _MODELS: dict[str, tuple[Callable[..., nn.Module], ModelInfo]] = {}
@@ -51,7 +50,7 @@ def model_info(name: str) -> ModelInfo:
 
 def create_model(name: str, **overrides) -> nn.Module:
     """Build a registered model; overrides that are None are dropped (unset knobs)."""
-    info = model_info(name)
+    model_info(name)  # loads the families and names the valid choices if unknown
     fn = _MODELS[name][0]
     kwargs = {k: v for k, v in overrides.items() if v is not None}
     try:

@@ -1,0 +1,1 @@
+"""Evaluation: face verification rates, and (to come) EDC curves and pAUC."""

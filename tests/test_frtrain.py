@@ -1,0 +1,37 @@
+import pytest
+
+from aikd.config import DataConfig, FRTrainConfig, load_spec
+from aikd.frtrain import class_centres
+from aikd.models.weights import load_model, read_card
+
+
+def test_fr_training_improves_held_out_verification(fr_run):
+    cfg, summary = fr_run
+    trained, untrained = summary["verification"], summary["verification_untrained"]
+    assert trained["identities"] >= 10 and trained["non_mated_pairs"] > 10_000
+    assert trained["tar_at_far_0.001"] > untrained["tar_at_far_0.001"] + 0.2
+    assert trained["mean_non_mated_score"] < untrained["mean_non_mated_score"]
+    assert summary["train"]["steps"] > 0
+
+
+def test_fr_training_writes_backbone_and_class_centres(fr_run):
+    cfg, summary = fr_run
+    model, card = load_model(cfg.out)
+    assert card.kind == "backbone" and card.architecture == "iresnet_tiny" and card.input_size == 64
+    centres, classes = class_centres(cfg.out)
+    assert centres.shape == (summary["classes"], 512) and len(classes) == summary["classes"]
+    assert read_card(cfg.out).lineage["head"] == "cosface"
+
+
+def test_fr_spec_must_hold_out_identities():
+    with pytest.raises(ValueError, match="split_by: subject_id"):
+        FRTrainConfig(data=DataConfig(shards=["x"]), out="y")
+
+
+def test_the_shipped_spec_validates_and_typos_name_the_field(tmp_path):
+    cfg = load_spec("jobs/fr_train.yaml", FRTrainConfig, {"epochs": 2})
+    assert cfg.epochs == 2 and cfg.data.split_by == "subject_id"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {shards: [x], split_by: subject_id}\nout: y\nepocs: 3\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: invalid FRTrainConfig: epocs: Extra inputs"):
+        load_spec(str(bad), FRTrainConfig)
