@@ -30,6 +30,7 @@ bench: install
 	$(PY) bench/synth.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/models.py
+	$(PY) bench/label.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

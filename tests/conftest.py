@@ -91,5 +91,6 @@ def fr_run(ray_local, tmp_path_factory):
     write_synthetic(faces, SynthConfig(identities=100, samples_per_identity=20, seed=21))
     data = DataConfig(shards=[faces], image_size=64, split_by="subject_id", val_fraction=0.2,
                       misalignment=0.0, workers=2, worker_cpus=0.5)
-    cfg = FRTrainConfig(data=data, out=str(root / "model"), epochs=3, workers=2, cpus_per_worker=0.5)
+    cfg = FRTrainConfig(data=data, out=str(root / "model"), epochs=3, workers=2, cpus_per_worker=0.5,
+                        model_args={"dropout": 0.4})
     return cfg, run_fr_train(cfg)

@@ -67,6 +67,13 @@ def _cmd_fr_train(args: argparse.Namespace) -> dict:
     return run_fr_train(load_spec(args.spec, FRTrainConfig, _overrides(args.set)))
 
 
+def _cmd_label(args: argparse.Namespace) -> dict:
+    from aikd.config import LabelConfig, load_spec
+    from aikd.label import run_label
+
+    return run_label(load_spec(args.spec, LabelConfig, _overrides(args.set)))
+
+
 def _cmd_demo(args: argparse.Namespace) -> dict:
     from aikd.demo import run_demo
 
@@ -108,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("spec", help="job spec YAML (see jobs/fr_train.yaml)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field, e.g. epochs=3")
     t.set_defaults(func=_cmd_fr_train)
+
+    lb = sub.add_parser("label", help="write teacher FIQA quality columns onto face shards")
+    lb.add_argument("spec", help="job spec YAML (see jobs/label.yaml)")
+    lb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field")
+    lb.set_defaults(func=_cmd_label)
 
     d = sub.add_parser("demo", help="the main job on the embedded default (local, CPU only)")
     d.add_argument("--out", default="runs/demo", help="run URI")

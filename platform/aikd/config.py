@@ -96,3 +96,35 @@ class FRTrainConfig(Frozen):
         if data.split_by != "subject_id":
             raise ValueError("FR training holds out whole identities: set data.split_by: subject_id")
         return data
+
+
+class TeacherSpec(Frozen):
+    """One teacher of a label job: registry name, options, and the column it writes."""
+
+    name: str
+    label: str | None = Field(None, description="column suffix: writes q_<label> (default: the teacher name)")
+    options: dict = Field(default_factory=dict, description="teacher options, e.g. model, passes")
+
+    @property
+    def column(self) -> str:
+        return f"q_{self.label or self.name}"
+
+
+class LabelConfig(Frozen):
+    """A label job: face shards in, the same shards plus one column per teacher out."""
+
+    shards: list[str] = Field(min_length=1)
+    out: str
+    teachers: list[TeacherSpec] = Field(min_length=1)
+    workers: int = Field(2, ge=1, description="teacher actors")
+    worker_cpus: float = Field(1.0, gt=0)
+    use_gpu: bool = Field(False, description="one GPU per teacher actor")
+    batch_size: int = Field(256, ge=1, description="rows aligned and scored at once")
+
+    @field_validator("teachers")
+    @classmethod
+    def _distinct_columns(cls, teachers: list[TeacherSpec]) -> list[TeacherSpec]:
+        columns = [t.column for t in teachers]
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"two teachers write the same column: {columns}; set 'label' to tell them apart")
+        return teachers

@@ -87,8 +87,47 @@ def _bgr_to_rgb(batch: np.ndarray) -> np.ndarray:
     return batch
 
 
-def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int, reject_log=None) -> dict:
-    """One batch of shard rows: select the split, decode, align, misalign (training only)."""
+def decode_valid(batch: dict, rows: np.ndarray, label: str | None = None):
+    """Decode the given rows, rejecting bad landmarks, labels and images with a reason.
+
+    Returns (kept row indices, BGR images, all landmarks as (N, 10) float64, rejects).
+    """
+    ids = batch[IMAGE_ID]
+    landmarks = np.stack([np.asarray(v, np.float64) for v in batch[LANDMARKS]]) if len(ids) else np.zeros((0, 10))
+    reasons = degenerate_reason(landmarks) if len(ids) else np.array([], object)
+    labels = np.asarray(batch[label], np.float64) if label else None
+    images: list[np.ndarray] = []
+    good: list[int] = []
+    rejects: list[tuple[str, str]] = []
+    for i in rows:
+        if reasons[i]:
+            rejects.append((str(ids[i]), str(reasons[i])))
+            continue
+        if labels is not None and not np.isfinite(labels[i]):
+            rejects.append((str(ids[i]), f"non-finite label {label}"))
+            continue
+        image = decode(batch[IMAGE][i])
+        if image is None:
+            rejects.append((str(ids[i]), "undecodable image"))
+            continue
+        images.append(image)
+        good.append(int(i))
+    return np.array(good, dtype=np.int64), images, landmarks, rejects
+
+
+def aligned_views(images: list[np.ndarray], landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Properly aligned RGB crops of decoded BGR images."""
+    aligned = np.empty((len(images), size, size, 3), np.uint8)
+    if images:
+        warp_batch(images, similarity_batch(landmarks, template(size)), size, out=aligned)
+    return _bgr_to_rgb(aligned)
+
+
+def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int) -> tuple[dict, list[tuple[str, str]]]:
+    """One batch of shard rows: select the split, decode, align, misalign (training only).
+
+    Returns the output batch and the rejected rows (image_id, reason).
+    """
     ids = batch[IMAGE_ID]
     hashes = stable_hash(ids, cfg.seed)  # keys the noise: per image, whatever the split
     keep = np.ones(len(ids), bool)
@@ -96,34 +135,14 @@ def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int, reject
         split_hashes = hashes if cfg.split_by == IMAGE_ID else stable_hash(batch[SUBJECT_ID], cfg.seed)
         in_val = is_validation(split_hashes, cfg.val_fraction)
         keep = in_val if split == "val" else ~in_val
-
-    landmarks = np.stack([np.asarray(v, np.float64) for v in batch[LANDMARKS]]) if len(ids) else np.zeros((0, 10))
-    reasons = degenerate_reason(landmarks) if len(ids) else np.array([], object)
-    images: list[np.ndarray] = []
-    good: list[int] = []
-    rejects: list[tuple[str, str]] = []
-    for i in np.flatnonzero(keep):
-        if reasons[i]:
-            rejects.append((str(ids[i]), str(reasons[i])))
-            continue
-        image = decode(batch[IMAGE][i])
-        if image is None:
-            rejects.append((str(ids[i]), "undecodable image"))
-            continue
-        images.append(image)
-        good.append(i)
-    if rejects and reject_log is not None:
-        reject_log.add.remote(rejects)
+    good_idx, images, landmarks, rejects = decode_valid(batch, np.flatnonzero(keep), cfg.label)
 
     size = cfg.image_size
-    good_idx = np.array(good, dtype=np.int64)
-    dst = template(size)
+    good = len(good_idx) > 0
     out = {IMAGE_ID: np.asarray(ids)[good_idx].astype(str),
            SUBJECT_ID: np.array([str(s) if s is not None else "" for s in np.asarray(batch[SUBJECT_ID])[good_idx]])}
-    aligned = np.empty((len(good), size, size, 3), np.uint8)
-    if good:
-        warp_batch(images, similarity_batch(landmarks[good_idx], dst), size, out=aligned)
-    out["aligned"] = _bgr_to_rgb(aligned)
+    aligned = aligned_views(images, landmarks[good_idx], size)
+    out["aligned"] = aligned
     if split == "train" and cfg.misaligned_view:
         noisy = np.stack([perturb(landmarks[i], cfg.misalignment, rng, cfg.misalignment_relative)
                           for i, rng in zip(good_idx, _noise_rngs(hashes[good_idx], cfg.seed, epoch),
@@ -133,11 +152,11 @@ def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int, reject
             # Noise can make landmarks coincide only at absurd strengths; then reuse the clean crop.
             ok = degenerate_reason(noisy) == ""
             noisy[~ok] = landmarks[good_idx][~ok]
-            warp_batch(images, similarity_batch(noisy, dst), size, out=misaligned)
+            warp_batch(images, similarity_batch(noisy, template(size)), size, out=misaligned)
         out["misaligned"] = _bgr_to_rgb(misaligned)
     if cfg.label is not None:
         out["quality"] = np.asarray(batch[cfg.label], np.float32)[good_idx]
-    return out
+    return out, rejects
 
 
 class PairMaker:
@@ -155,8 +174,9 @@ class PairMaker:
             for record_batch in shard.iter_batches(batch_size=self.cfg.batch_size, columns=self.columns,
                                                    row_groups=[int(row_group)]):
                 batch = {name: record_batch.column(name).to_numpy(zero_copy_only=False) for name in self.columns}
-                out = make_pairs(batch, cfg=self.cfg, split=self.split, epoch=int(epoch),
-                                 reject_log=self.reject_log)
+                out, rejects = make_pairs(batch, cfg=self.cfg, split=self.split, epoch=int(epoch))
+                if rejects and self.reject_log is not None:
+                    self.reject_log.add.remote(rejects)
                 if len(out[IMAGE_ID]):
                     out["epoch"] = np.full(len(out[IMAGE_ID]), epoch, np.int32)
                     yield out

@@ -8,6 +8,7 @@ shards skips them, as Spark's ``_SUCCESS`` is skipped.
 from __future__ import annotations
 
 import json
+import posixpath
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
@@ -64,14 +65,8 @@ class ShardWriter:
             self._pending_rows = rest.num_rows
 
     def _flush(self, table: pa.Table) -> None:
-        name = f"{self.prefix}-{len(self.files):05d}.parquet"
-        target = self.location.join(name)
-        if self.location.is_s3:
-            pq.write_table(table, target.path, filesystem=target.fs, row_group_size=ROW_GROUP_ROWS)
-        else:
-            tmp = self.location.join(f".{name}.tmp")
-            pq.write_table(table, tmp.path, filesystem=tmp.fs, row_group_size=ROW_GROUP_ROWS)
-            tmp.fs.move(tmp.path, target.path)
+        target = self.location.join(f"{self.prefix}-{len(self.files):05d}.parquet")
+        write_shard(target, table)
         self.files.append(target.uri)
         self.rows_written += table.num_rows
 
@@ -88,6 +83,21 @@ class ShardWriter:
         # On an error, keep the complete shards written so far but not a partial one.
         if exc_type is None:
             self.close()
+
+
+def write_shard(target: Location, table: pa.Table) -> None:
+    """Write one whole shard so that readers never see a partial file.
+
+    Objects on S3 appear atomically when the upload completes; local files are written
+    under a hidden name, then renamed.
+    """
+    if target.is_s3:
+        pq.write_table(table, target.path, filesystem=target.fs, row_group_size=ROW_GROUP_ROWS)
+        return
+    target.parent().makedirs()
+    tmp = target.parent().join(f".{posixpath.basename(target.path)}.tmp")
+    pq.write_table(table, tmp.path, filesystem=tmp.fs, row_group_size=ROW_GROUP_ROWS)
+    tmp.fs.move(tmp.path, target.path)
 
 
 def shard_files(uri: str | Location) -> list[Location]:

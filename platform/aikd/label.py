@@ -1,0 +1,167 @@
+"""The label job (``aikd label``): face shards in, the same shards plus ``q_<teacher>`` out.
+
+    shard URIs -> map_batches(Labeller, actor pool; GPU when asked)
+        each shard: decode + properly align (no perturbation), every teacher scores the
+        rows, the shard is written again under the output prefix with its new columns
+    -> driver: per-teacher summary (count, mean, quantiles, unscored) and rejects table
+
+Output shards map one-to-one to input shards and are written whole, so a crashed job
+started again skips the shards it already wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from aikd.config import LabelConfig
+from aikd.data.pipeline import aligned_views, decode_valid
+from aikd.data.schema import IMAGE_ID, SUBJECT_ID, validate_schema
+from aikd.data.shards import read_rejects, shard_files, write_rejects, write_shard, write_summary
+from aikd.runtime import ensure_ray
+from aikd.storage import resolve
+from aikd.teachers import TeacherBatch, create_teacher
+
+PROGRESS_DIR = "_progress"  # one JSON sidecar per finished shard
+
+
+class Labeller:
+    """Actor: holds the teachers (models loaded once) and labels whole shards."""
+
+    def __init__(self, cfg: LabelConfig):
+        import cv2
+
+        cv2.setNumThreads(1)
+        self.cfg = cfg
+        self.teachers = [(spec, create_teacher(spec.name, **spec.options)) for spec in cfg.teachers]
+        self.needs_images = any(t.needs_images for _, t in self.teachers)
+
+    def __call__(self, items: dict) -> dict:
+        done = [self.label_shard(str(src), str(dst)) for src, dst in zip(items["src"], items["dst"], strict=True)]
+        return {"dst": [d["dst"] for d in done], "rows_out": [d["rows_out"] for d in done]}
+
+    def label_shard(self, src: str, dst: str) -> dict:
+        source = resolve(src)
+        table = pq.read_table(source.path, filesystem=source.fs)
+        validate_schema(table.schema, source.uri)
+        kept, columns, rejects = [], {spec.column: [] for spec, _ in self.teachers}, []
+        unscored = {spec.column: 0 for spec, _ in self.teachers}
+        for start in range(0, table.num_rows, self.cfg.batch_size):
+            part = table.slice(start, self.cfg.batch_size)
+            batch = {n: part.column(n).to_numpy(zero_copy_only=False) for n in part.column_names}
+            rows = np.arange(part.num_rows)
+            if self.needs_images:
+                rows, images, landmarks, bad = decode_valid(batch, rows)
+                rejects += bad
+                crops: dict[int, np.ndarray] = {}
+            for spec, teacher in self.teachers:
+                aligned = None
+                if teacher.needs_images:
+                    size = teacher.input_size
+                    if size not in crops:
+                        crops[size] = aligned_views(images, landmarks[rows], size)
+                    aligned = crops[size]
+                scores = teacher.score(TeacherBatch(
+                    image_ids=batch[IMAGE_ID][rows], subject_ids=np.asarray(batch[SUBJECT_ID])[rows],
+                    aligned=aligned, columns={k: np.asarray(v)[rows] for k, v in batch.items()}))
+                columns[spec.column].append(scores.values)
+                unscored[spec.column] += len(scores.reasons)
+                rejects += [(str(batch[IMAGE_ID][rows[i]]), f"{spec.column}: {why}") for i, why in
+                            scores.reasons.items()]
+            kept.append(rows + start)
+        out = table.take(pa.array(np.concatenate(kept) if kept else np.zeros(0, np.int64)))
+        for name, parts in columns.items():
+            values = pa.array(np.concatenate(parts) if parts else np.zeros(0, np.float32), pa.float32())
+            if name in out.column_names:
+                out = out.set_column(out.schema.get_field_index(name), name, values)
+            else:
+                out = out.append_column(pa.field(name, pa.float32()), values)
+        write_shard(resolve(dst), out)
+        sidecar = {"src": src, "dst": dst, "rows_in": table.num_rows, "rows_out": out.num_rows,
+                   "rejects": rejects, "unscored": unscored}
+        # written after the shard: a sidecar means the shard is complete
+        _sidecar(dst).write_text(json.dumps(sidecar))
+        return sidecar
+
+
+def _sidecar(dst: str):
+    location = resolve(dst)
+    return location.parent().join(PROGRESS_DIR, posixpath.basename(location.path) + ".json")
+
+
+def plan(cfg: LabelConfig) -> list[dict]:
+    """(source shard, output shard) pairs; names stay, prefixed by input index if several inputs."""
+    out = resolve(cfg.out)
+    pairs = []
+    for i, uri in enumerate(cfg.shards):
+        for f in shard_files(uri):
+            name = posixpath.basename(f.path)
+            if len(cfg.shards) > 1:
+                name = f"in{i:02d}-{name}"
+            pairs.append({"src": f.uri, "dst": out.join(name).uri})
+    return pairs
+
+
+def _quantiles(values: np.ndarray) -> dict:
+    qs = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+    return {f"q{int(q * 100):02d}": float(v) for q, v in zip(qs, np.quantile(values, qs), strict=True)}
+
+
+def summarise(cfg: LabelConfig, sidecars: list[dict], directions: dict[str, bool]) -> dict:
+    columns = [spec.column for spec in cfg.teachers]
+    values = {c: [] for c in columns}
+    for side in sidecars:
+        dst = resolve(side["dst"])
+        table = pq.read_table(dst.path, filesystem=dst.fs, columns=columns)
+        for c in columns:
+            values[c].append(table.column(c).to_numpy(zero_copy_only=False))
+    teachers = {}
+    for spec in cfg.teachers:
+        v = np.concatenate(values[spec.column]) if values[spec.column] else np.zeros(0)
+        finite = v[np.isfinite(v)]
+        teachers[spec.name] = {
+            "column": spec.column,
+            "higher_is_better": directions[spec.column],
+            "options": spec.options,
+            "count": int(len(finite)),
+            "unscored": int(sum(s["unscored"][spec.column] for s in sidecars)),
+            "mean": float(finite.mean()) if len(finite) else None,
+            "std": float(finite.std()) if len(finite) else None,
+            "quantiles": _quantiles(finite) if len(finite) else {},
+        }
+    dropped = sum(s["rows_in"] - s["rows_out"] for s in sidecars)
+    return {"kind": "label", "rows": int(sum(s["rows_out"] for s in sidecars)), "shards": len(sidecars),
+            "dropped_rows": int(dropped), "rejected": int(sum(len(s["rejects"]) for s in sidecars)),
+            "teachers": teachers}
+
+
+def run_label(cfg: LabelConfig) -> dict:
+    """Label every shard not yet labelled, then write the summary and rejects of the whole output."""
+    ensure_ray()
+    # fail fast in the driver on a bad name or options (and learn each direction)
+    directions = {spec.column: create_teacher(spec.name, **spec.options).higher_is_better for spec in cfg.teachers}
+    pairs = plan(cfg)
+    todo = [p for p in pairs if not _sidecar(p["dst"]).exists()]
+    if todo:
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        ds = ds.map_batches(
+            Labeller, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=min(cfg.workers, len(todo))),
+            num_cpus=cfg.worker_cpus, num_gpus=1 if cfg.use_gpu else 0,
+        )
+        ds.take_all()
+    sidecars = [json.loads(_sidecar(p["dst"]).read_text()) for p in pairs]
+    write_rejects(cfg.out, [tuple(r) for s in sidecars for r in s["rejects"]])
+    summary = summarise(cfg, sidecars, directions) | {"resumed_shards": len(pairs) - len(todo)}
+    write_summary(cfg.out, summary)
+    return summary
+
+
+def rejected(out: str) -> dict[str, str]:
+    """image_id -> reason for the rows a label job could not (fully) label."""
+    return {row["image_id"]: row["reason"] for row in read_rejects(out).to_pylist()}

@@ -1,0 +1,5 @@
+"""FIQA teachers: label sources the student distils from (external, serfiq, crfiqa, norm)."""
+
+from aikd.teachers.base import Scores, Teacher, TeacherBatch, create_teacher, list_teachers, register_teacher
+
+__all__ = ["Scores", "Teacher", "TeacherBatch", "create_teacher", "list_teachers", "register_teacher"]
