@@ -74,6 +74,13 @@ def _cmd_label(args: argparse.Namespace) -> dict:
     return run_label(load_spec(args.spec, LabelConfig, _overrides(args.set)))
 
 
+def _cmd_distill(args: argparse.Namespace) -> dict:
+    from aikd.config import DistillConfig, load_spec
+    from aikd.distill.run import run_distill
+
+    return run_distill(load_spec(args.spec, DistillConfig, _overrides(args.set)))
+
+
 def _cmd_demo(args: argparse.Namespace) -> dict:
     from aikd.demo import run_demo
 
@@ -120,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("spec", help="job spec YAML (see jobs/label.yaml)")
     lb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field")
     lb.set_defaults(func=_cmd_label)
+
+    ds = sub.add_parser("distill", help="AI-KD distillation on Ray Train + DeepSpeed")
+    ds.add_argument("spec", help="job spec YAML (see jobs/distill.yaml)")
+    ds.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field")
+    ds.set_defaults(func=_cmd_distill)
 
     d = sub.add_parser("demo", help="the main job on the embedded default (local, CPU only)")
     d.add_argument("--out", default="runs/demo", help="run URI")

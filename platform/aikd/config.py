@@ -56,6 +56,7 @@ class DataConfig(Frozen):
     split_by: Literal["image_id", "subject_id"] = Field(
         "image_id", description="hold out images, or whole identities (FR verification needs unseen people)")
     misaligned_view: bool = Field(True, description="make the misaligned twin of training rows")
+    val_misaligned: bool = Field(False, description="validation rows also get a misaligned twin (fixed noise)")
     seed: int = 0
     batch_size: int = Field(256, ge=1, description="rows per decode + warp call (and per output block)")
     workers: int = Field(2, ge=1, description="decode/warp actors (each keeps tasks queued: no scheduling gaps)")
@@ -128,3 +129,72 @@ class LabelConfig(Frozen):
         if len(set(columns)) != len(columns):
             raise ValueError(f"two teachers write the same column: {columns}; set 'label' to tell them apart")
         return teachers
+
+
+class StudentConfig(Frozen):
+    """The student's backbone: a model directory with a card, or a user's weights file."""
+
+    weights: str = Field(description="model dir (card.json + safetensors) or a .pth/.safetensors backbone")
+    backbone: str | None = Field(None, description="registry name; needed only for a bare weights file")
+    backbone_args: dict = Field(default_factory=dict)
+
+
+class ObjectiveConfig(Frozen):
+    consistency_weight: float = Field(1.0, ge=0)
+    quality_weight: float = Field(1.0, ge=0)
+    smooth_l1_beta: float = Field(0.5, gt=0)
+    consistency_target: Literal["frozen", "shared"] = Field(
+        "frozen", description="frozen copy of the initial backbone, or the student's own (reference code)")
+    label_scaling: Literal["none", "standardize"] = Field(
+        "standardize", description="regress (label - mean) / std of the training labels: teachers' scales differ "
+        "by orders of magnitude (serfiq ~0.7 +- 0.02, norm ~20 +- 5); 'none' regresses raw labels as the reference")
+
+
+class OptimConfig(Frozen):
+    """The reference optimisation (AIKD.md), every knob named."""
+
+    head_lr: float = Field(0.05, gt=0)
+    head_momentum: float = Field(0.9, ge=0, lt=1)
+    backbone_lr: float = Field(0.05, ge=0)
+    backbone_momentum: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    train_last_k: int = Field(100, ge=0, description="last K trainable backbone tensors; 0 freezes the backbone")
+    grad_clip: float = Field(5.0, gt=0)
+    warmup_fraction: float = Field(0.15, ge=0, le=1, description="sine warm-up length, share of an epoch")
+    pretrain_fraction: float = Field(0.3, ge=0, le=1, description="no validation before this share of an epoch")
+    val_every: float = Field(0.1, gt=0, le=1, description="validation interval, share of an epoch")
+    ema_old_weight: float = Field(0.1, ge=0, lt=1, description="EMA: new = w * old + (1 - w) * current")
+
+
+class DeepSpeedConfig(Frozen):
+    zero_stage: Literal[0, 1, 2] = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    micro_batch: int = Field(64, ge=1, description="per worker")
+    grad_accum: int = Field(1, ge=1)
+
+
+class DistillConfig(Frozen):
+    """An AI-KD distillation run. ``storage``/``name`` identify it: the same pair resumes."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    storage: str = Field(description="URI under which runs live (disk or s3://)")
+    data: DataConfig
+    student: StudentConfig
+    objective: ObjectiveConfig = ObjectiveConfig()
+    optim: OptimConfig = OptimConfig()
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    strategy: Literal["deepspeed", "ddp"] = "deepspeed"
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (budgets, tests)")
+    workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(2, ge=0, description="worker failures survived by restarting from the checkpoint")
+    val_limit: int = Field(2048, ge=1, description="validation rows kept in memory on rank 0")
+
+    @field_validator("data")
+    @classmethod
+    def _needs_label(cls, data: DataConfig) -> DataConfig:
+        if data.label is None:
+            raise ValueError("distillation needs a teacher label column: set data.label (e.g. q_serfiq)")
+        return data

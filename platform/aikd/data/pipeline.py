@@ -36,6 +36,7 @@ from aikd.data.shards import shard_files
 from aikd.storage import Location, resolve
 
 Split = Literal["train", "val", "all"]
+VAL_NOISE_EPOCH = 2**31 - 1
 
 
 def stable_hash(image_ids, seed: int) -> np.ndarray:
@@ -143,9 +144,10 @@ def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int) -> tup
            SUBJECT_ID: np.array([str(s) if s is not None else "" for s in np.asarray(batch[SUBJECT_ID])[good_idx]])}
     aligned = aligned_views(images, landmarks[good_idx], size)
     out["aligned"] = aligned
-    if split == "train" and cfg.misaligned_view:
+    if cfg.misaligned_view and (split == "train" or (split == "val" and cfg.val_misaligned)):
+        noise_epoch = epoch if split == "train" else VAL_NOISE_EPOCH  # validation: the same views every time
         noisy = np.stack([perturb(landmarks[i], cfg.misalignment, rng, cfg.misalignment_relative)
-                          for i, rng in zip(good_idx, _noise_rngs(hashes[good_idx], cfg.seed, epoch),
+                          for i, rng in zip(good_idx, _noise_rngs(hashes[good_idx], cfg.seed, noise_epoch),
                                             strict=True)]) if good else np.zeros((0, 10))
         misaligned = np.empty_like(aligned)
         if good:
@@ -198,6 +200,7 @@ class FacePipeline:
     dataset: ray.data.Dataset
     reject_log: ray.actor.ActorHandle
     units: list[WorkUnit]
+    skipped_rows: int = 0  # rows of whole work units left out at the start (resume)
 
     @property
     def rows_per_epoch(self) -> int:
@@ -236,22 +239,25 @@ def _epoch_order(units: list[WorkUnit], cfg: DataConfig, epoch: int, shuffle: bo
 
 
 def face_pipeline(cfg: DataConfig, split: Split = "train", epochs: int | range = 1,
-                  units: list[WorkUnit] | None = None) -> FacePipeline:
+                  units: list[WorkUnit] | None = None, skip_rows: int = 0) -> FacePipeline:
     """Build the lazy dataset of ``split`` for ``epochs`` (a count, or a range to resume from).
 
     All epochs run through one dataset, so the actor pool starts once; batches carry an
     ``epoch`` column. Training visits row groups in a seeded order per epoch (shuffle
-    rows within batches downstream with a local shuffle buffer).
+    rows within batches downstream with a local shuffle buffer). ``skip_rows`` leaves
+    out the leading work units that fit in it (a resumed run's consumed rows, counted
+    over all splits' rows as units hold them).
     """
     if split not in ("train", "val", "all"):
         raise ValueError(f"split must be 'train', 'val' or 'all', got {split!r}")
     epoch_range = range(epochs) if isinstance(epochs, int) else epochs
     units = units if units is not None else plan_units(cfg)
-    items = [
-        {"epoch": epoch, "uri": u.uri, "row_group": u.row_group}
-        for epoch in epoch_range
-        for u in _epoch_order(units, cfg, epoch, shuffle=split == "train")
-    ]
+    ordered = [(epoch, u) for epoch in epoch_range for u in _epoch_order(units, cfg, epoch, shuffle=split == "train")]
+    skipped = 0
+    share = 1.0 - cfg.val_fraction if split == "train" else 1.0  # a unit yields about this share of its rows
+    while ordered and skipped + ordered[0][1].rows * share <= skip_rows:
+        skipped += int(ordered.pop(0)[1].rows * share)
+    items = [{"epoch": epoch, "uri": u.uri, "row_group": u.row_group} for epoch, u in ordered]
     if not items:
         raise ValueError(f"nothing to read: {len(units)} row groups, epochs {epoch_range}")
     log = RejectLog.remote()
@@ -264,4 +270,4 @@ def face_pipeline(cfg: DataConfig, split: Split = "train", epochs: int | range =
         compute=ray.data.ActorPoolStrategy(size=cfg.workers),
         num_cpus=cfg.worker_cpus,
     )
-    return FacePipeline(ds, log, units)
+    return FacePipeline(ds, log, units, skipped)

@@ -1,0 +1,1 @@
+"""AI-KD distillation: the objective, the training loop, and its Ray Train + DeepSpeed run."""

@@ -1,0 +1,201 @@
+"""The distillation loop: model, consistency target, strategy and data in; no Ray, no DeepSpeed.
+
+Per micro-batch: embed the aligned view with the target (no gradient), run the student
+on the misaligned view, AI-KD loss, backward, step. Per optimizer step: the reference's
+sine warm-up. Every ``val_every`` of an epoch after the pretrain phase: update the EMA
+of the weights, validate it, keep the best EMA weights, and hand the result to
+``on_validation`` (the Ray worker reports and checkpoints there).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from aikd.config import DistillConfig
+from aikd.distill.objective import aikd_loss, quality_loss
+from aikd.distill.params import warmup_factor
+from aikd.distill.strategy import Strategy
+from aikd.models.transforms import to_input
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint's sidecar carries so a run continues where it stopped."""
+
+    step: int = 0
+    consumed: int = 0  # samples consumed by all workers
+    best_val: float = math.inf
+    validations: int = 0
+    world_size: int = 1
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["best_val"] = None if math.isinf(self.best_val) else self.best_val
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainState:
+        d = dict(d)
+        d["best_val"] = math.inf if d.get("best_val") is None else d["best_val"]
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Step counts and label statistics derived once in the driver (never recomputed in the loop)."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    pretrain_steps: int
+    val_steps: int
+    label_mean: float = 0.0
+    label_std: float = 1.0
+
+    def scale(self, labels) -> torch.Tensor:
+        return (torch.as_tensor(labels, dtype=torch.float32) - self.label_mean) / self.label_std
+
+    @classmethod
+    def make(cls, cfg: DistillConfig, train_rows_per_epoch: float, world_size: int,
+             label_stats: tuple[float, float] = (0.0, 1.0)) -> Plan:
+        per_step = cfg.deepspeed.micro_batch * cfg.deepspeed.grad_accum * world_size
+        epoch = max(int(train_rows_per_epoch // per_step), 1)
+        total = epoch * cfg.epochs
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        o = cfg.optim
+        return cls(epoch, total, int(round(o.warmup_fraction * epoch)), int(round(o.pretrain_fraction * epoch)),
+                   max(int(round(o.val_every * epoch)), 1), *label_stats)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3:
+        return float("nan")
+    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(np.float64)
+    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+class EMA:
+    """Exponential moving average of the student's weights: new = w * old + (1 - w) * current."""
+
+    def __init__(self, module: nn.Module, old_weight: float):
+        self.model = copy.deepcopy(module).float().eval()
+        for p in self.model.parameters():
+            p.requires_grad = False
+        self.w = old_weight
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        current = module.state_dict()
+        for name, value in self.model.state_dict().items():
+            src = current[name].to(value.device)
+            if value.dtype.is_floating_point:
+                value.mul_(self.w).add_(src.to(value.dtype), alpha=1.0 - self.w)
+            else:
+                value.copy_(src)
+
+
+@torch.no_grad()
+def validate(model: nn.Module, batches: list[dict], cfg: DistillConfig, device: torch.device, plan: Plan) -> dict:
+    """Quality loss on aligned and misaligned validation views, and rank agreement with the label."""
+    model.eval()
+    preds, mis_preds, labels = [], [], []
+    for batch in batches:
+        preds.append(model(to_input(batch["aligned"], device=device))[1].float().cpu())
+        if "misaligned" in batch:
+            mis_preds.append(model(to_input(batch["misaligned"], device=device))[1].float().cpu())
+        labels.append(plan.scale(batch["quality"]))
+    if not labels:
+        return {}
+    q, y = torch.cat(preds), torch.cat(labels).float()
+    out = {"val_quality_loss": quality_loss(q, y, cfg.objective), "val_spearman": spearman(q.numpy(), y.numpy()),
+           "val_rows": int(len(y))}
+    if mis_preds:
+        qm = torch.cat(mis_preds)
+        out |= {"val_quality_loss_misaligned": quality_loss(qm, y, cfg.objective),
+                "val_spearman_misaligned": spearman(qm.numpy(), y.numpy())}
+    return out
+
+
+class Distiller:
+    def __init__(self, cfg: DistillConfig, strategy: Strategy, target: Callable[[torch.Tensor], torch.Tensor],
+                 plan: Plan, val_batches: Callable[[], list[dict]],
+                 on_validation: Callable[[TrainState, dict, EMA | None, bool], None], log: Callable[[str], None]):
+        self.cfg, self.strategy, self.target, self.plan = cfg, strategy, target, plan
+        self.val_batches, self.on_validation, self.log = val_batches, on_validation, log
+        self.ema = EMA(strategy.module, cfg.optim.ema_old_weight) if strategy.is_rank0 else None
+
+    def should_validate(self, step: int) -> bool:
+        p = self.plan
+        return step >= p.pretrain_steps and (step - p.pretrain_steps) % p.val_steps == 0
+
+    def validation(self, state: TrainState, initial: bool = False) -> None:
+        """EMA update + validation on rank 0; every rank then reports (checkpoint on every rank)."""
+        metrics: dict = {"step": state.step, "consumed": state.consumed}
+        improved = False
+        if self.ema is not None:
+            if not initial:
+                self.ema.update(self.strategy.module)
+            device = next(self.ema.model.parameters()).device
+            metrics |= validate(self.ema.model, self.val_batches(), self.cfg, device, self.plan)
+            loss = metrics.get("val_quality_loss", math.inf)
+            improved = not initial and loss < state.best_val
+            if improved:
+                state.best_val = loss
+            metrics["best_val_quality_loss"] = None if math.isinf(state.best_val) else state.best_val
+        if not initial:
+            state.validations += 1
+        state.history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"initial": initial})
+        self.on_validation(state, metrics, self.ema, improved)
+
+    def run(self, batches: Iterable[dict], state: TrainState) -> TrainState:
+        cfg, strategy, plan = self.cfg, self.strategy, self.plan
+        if state.step == 0 and not state.history:
+            self.validation(state, initial=True)  # the initial head: what training must beat
+        strategy.set_lr_factor(warmup_factor(state.step, plan.warmup_steps))
+        strategy.model.train()
+        start, seen, parts_sum, micro = time.perf_counter(), 0, {}, 0
+        last_validated = state.step
+        for batch in batches:
+            if state.step >= plan.total_steps:
+                break
+            x_al = to_input(batch["aligned"], device=strategy.device).to(strategy.dtype)
+            with torch.no_grad():
+                e_al = self.target(x_al)
+            e_mis, q = strategy.forward(to_input(batch["misaligned"], device=strategy.device))
+            label = self.plan.scale(batch["quality"]).to(q.device)
+            loss, parts = aikd_loss(e_mis, e_al, q, label, cfg.objective)
+            strategy.backward(loss)
+            stepped = strategy.step()
+            micro += 1
+            seen += len(label)
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v
+            state.consumed += len(label) * strategy.world_size
+            if not stepped:
+                continue
+            state.step += 1
+            strategy.set_lr_factor(warmup_factor(state.step, plan.warmup_steps))
+            if strategy.is_rank0 and state.step % 10 == 0:
+                rate = seen / (time.perf_counter() - start)
+                self.log(f"step {state.step}/{plan.total_steps} consistency {parts_sum.get('consistency', 0) / micro:.4f} "
+                         f"quality {parts_sum.get('quality', 0) / micro:.4f} {rate:.0f} img/s/worker")
+                parts_sum, micro = {}, 0
+            if self.should_validate(state.step):
+                self.validation(state)
+                last_validated = state.step
+                strategy.model.train()
+        if state.step != last_validated:  # end on a checkpoint: the last steps are never lost
+            self.validation(state)
+        state.history[-1]["images_per_s_per_worker"] = seen / max(time.perf_counter() - start, 1e-9)
+        return state

@@ -1,0 +1,183 @@
+"""Everything engine-specific behind one small object (OpenRLHF's habit).
+
+The distillation loop calls ``forward``, ``backward``, ``step``, ``set_lr_factor``,
+``save``/``load`` and never imports DeepSpeed, so a plain-DDP strategy replaces the
+DeepSpeed one by a config switch.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from aikd.config import DistillConfig
+
+STATE_FILE = "ddp_state.pt"
+DS_TAG = "engine"
+
+
+def world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Strategy(abc.ABC):
+    def __init__(self, cfg: DistillConfig, device: torch.device):
+        self.cfg, self.device = cfg, device
+        self.rank, self.world_size = world()
+        self.model: nn.Module | None = None  # what forward runs (possibly wrapped)
+        self.module: nn.Module | None = None  # the bare student
+
+    @property
+    def is_rank0(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.deepspeed.precision]
+
+    @property
+    def samples_per_step(self) -> int:
+        """Samples consumed by all workers for one optimizer step."""
+        return self.cfg.deepspeed.micro_batch * self.cfg.deepspeed.grad_accum * self.world_size
+
+    @abc.abstractmethod
+    def prepare(self, student: nn.Module, groups: list[dict]) -> None:
+        """Build the engine or wrapper and the optimizer over ``groups``."""
+
+    def forward(self, x: torch.Tensor):
+        return self.model(x.to(self.device, self.dtype))
+
+    @abc.abstractmethod
+    def backward(self, loss: torch.Tensor) -> None: ...
+
+    @abc.abstractmethod
+    def step(self) -> bool:
+        """Advance one micro-step; True when an optimizer step happened."""
+
+    @abc.abstractmethod
+    def param_groups(self) -> list[dict]: ...
+
+    def set_lr_factor(self, factor: float) -> None:
+        for group in self.param_groups():
+            group["lr"] = group["base_lr"] * factor
+
+    @abc.abstractmethod
+    def save(self, directory: str) -> None:
+        """Every rank writes its part of the engine state (weights, optimizer) into ``directory``."""
+
+    @abc.abstractmethod
+    def load(self, directory: str, saved_world_size: int) -> None:
+        """Restore the engine state from ``directory``."""
+
+    def mean(self, value: float) -> float:
+        if self.world_size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(t)
+        return t.item() / self.world_size
+
+
+class DeepSpeedStrategy(Strategy):
+    def ds_config(self) -> dict:
+        ds = self.cfg.deepspeed
+        return {
+            "train_micro_batch_size_per_gpu": ds.micro_batch,
+            "gradient_accumulation_steps": ds.grad_accum,
+            "train_batch_size": ds.micro_batch * ds.grad_accum * self.world_size,
+            "gradient_clipping": self.cfg.optim.grad_clip,
+            "zero_optimization": {"stage": ds.zero_stage},
+            "zero_allow_untested_optimizer": True,  # SGD with ZeRO >= 1
+            "bf16": {"enabled": ds.precision == "bf16"},
+            "fp16": {"enabled": ds.precision == "fp16"},
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+        }
+
+    def prepare(self, student: nn.Module, groups: list[dict]) -> None:
+        if self.device.type == "cpu":
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed
+
+        optimizer = torch.optim.SGD(groups, lr=groups[0]["lr"])
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=student, optimizer=optimizer,
+                                                                 config=self.ds_config())
+        self.model = self.engine
+        self.module = self.engine.module
+
+    def forward(self, x: torch.Tensor):
+        return self.engine(x.to(self.engine.device, self.dtype))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> bool:
+        boundary = self.engine.is_gradient_accumulation_boundary()
+        self.engine.step()
+        return boundary
+
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
+    def save(self, directory: str) -> None:
+        self.engine.save_checkpoint(directory, tag=DS_TAG)
+
+    def load(self, directory: str, saved_world_size: int) -> None:
+        # ZeRO shards the optimizer by rank: on another world size only the weights carry over.
+        module_only = saved_world_size != self.world_size and self.cfg.deepspeed.zero_stage > 0
+        self.engine.load_checkpoint(directory, tag=DS_TAG, load_module_only=module_only,
+                                    load_optimizer_states=not module_only, load_lr_scheduler_states=False)
+
+
+class DDPStrategy(Strategy):
+    def prepare(self, student: nn.Module, groups: list[dict]) -> None:
+        student = student.to(self.device)
+        self.module = student
+        self.model = student
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(student, device_ids=ids)
+        self.optimizer = torch.optim.SGD(groups, lr=groups[0]["lr"])
+        self.micro = 0
+
+    def forward(self, x: torch.Tensor):
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            return self.model(x.to(self.device))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (loss / self.cfg.deepspeed.grad_accum).backward()
+
+    def step(self) -> bool:
+        self.micro += 1
+        if self.micro % self.cfg.deepspeed.grad_accum:
+            return False
+        torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                       self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def param_groups(self) -> list[dict]:
+        return self.optimizer.param_groups
+
+    def save(self, directory: str) -> None:
+        if self.is_rank0:
+            torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict()},
+                       os.path.join(directory, STATE_FILE))
+
+    def load(self, directory: str, saved_world_size: int) -> None:
+        state = torch.load(os.path.join(directory, STATE_FILE), map_location=self.device, weights_only=True)
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+STRATEGIES = {"deepspeed": DeepSpeedStrategy, "ddp": DDPStrategy}
+
+
+def create_strategy(cfg: DistillConfig, device: torch.device) -> Strategy:
+    return STRATEGIES[cfg.strategy](cfg, device)

@@ -1,0 +1,156 @@
+"""The Ray Train worker: a sequence of small functions fed only by its config.
+
+setup_model -> setup_strategy -> load_checkpoint -> setup_data -> Distiller.run, with
+report_and_checkpoint called at every validation. Checkpoint contract: every rank
+writes its engine state into one directory; rank 0 adds ``sidecar.json`` (step,
+consumed samples, world size, config hash, history) and, when the EMA improved, the
+best student as safetensors + card under ``best_student/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+
+import ray.train
+import torch
+import torch.nn as nn
+from ray.train import Checkpoint
+
+from aikd.config import DistillConfig
+from aikd.distill.loop import EMA, Distiller, Plan, TrainState
+from aikd.distill.params import param_groups
+from aikd.distill.strategy import Strategy, create_strategy
+from aikd.models.student import Student, create_student
+from aikd.models.weights import card_for, load_backbone, load_model, read_card, save_model
+from aikd.storage import resolve
+
+SIDECAR = "sidecar.json"
+BEST = "best_student"
+
+
+def build_student(cfg: DistillConfig) -> Student:
+    """The student initialised from the pretrained FR backbone named by the config."""
+    weights = cfg.student.weights
+    if resolve(weights).join("card.json").exists():
+        card = read_card(weights)
+        backbone, _ = load_model(weights)
+        student = Student(backbone, embedding_dim=card.embedding_dim)
+        return student
+    if cfg.student.backbone is None:
+        raise ValueError(f"{weights} is a bare weights file: set student.backbone to its architecture")
+    student = create_student(cfg.student.backbone, **cfg.student.backbone_args)
+    load_backbone(student.feature_extractor, weights)
+    return student
+
+
+def setup_model(cfg: DistillConfig) -> tuple[Student, nn.Module | None]:
+    torch.manual_seed(cfg.data.seed)  # the same head init on every rank
+    student = build_student(cfg)
+    frozen = None
+    if cfg.objective.consistency_target == "frozen":
+        frozen = copy.deepcopy(student.feature_extractor).eval()
+        for p in frozen.parameters():
+            p.requires_grad = False
+    return student, frozen
+
+
+def make_target(cfg: DistillConfig, strategy: Strategy, frozen: nn.Module | None):
+    if frozen is not None:
+        frozen = frozen.to(strategy.device, strategy.dtype)
+        return frozen
+    # the reference code: the student's own backbone, in train mode, without gradient
+    return lambda x: strategy.module.feature_extractor(x)
+
+
+def setup_strategy(cfg: DistillConfig, student: Student) -> Strategy:
+    device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
+    if not cfg.use_gpu:
+        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    groups = param_groups(student, cfg.optim)
+    strategy = create_strategy(cfg, device)
+    strategy.prepare(student, groups)
+    return strategy
+
+
+def load_checkpoint(strategy: Strategy) -> TrainState:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return TrainState(world_size=strategy.world_size)
+    with checkpoint.as_directory() as directory:
+        with open(os.path.join(directory, SIDECAR)) as f:
+            state = TrainState.from_dict(json.load(f))
+        strategy.load(directory, state.world_size)
+    if strategy.is_rank0:
+        print(f"distill: resumed at step {state.step} ({state.consumed} samples consumed)", flush=True)
+    state.world_size = strategy.world_size
+    return state
+
+
+def setup_data(cfg: DistillConfig, state: TrainState, offset_samples: int, world_size: int):
+    """This worker's batches, skipping what the checkpoint consumed beyond the dataset's own offset."""
+    shard = ray.train.get_dataset_shard("train")
+    batches = shard.iter_batches(batch_size=cfg.deepspeed.micro_batch, batch_format="numpy", drop_last=True,
+                                 local_shuffle_buffer_size=4 * cfg.deepspeed.micro_batch,
+                                 local_shuffle_seed=cfg.data.seed + state.step)
+    to_skip = max(state.consumed - offset_samples, 0) // world_size
+    for batch in batches:
+        if to_skip >= len(batch["image_id"]):
+            to_skip -= len(batch["image_id"])  # a restarted worker group re-reads its stream from the start
+            continue
+        yield batch
+
+
+def validation_cache(cfg: DistillConfig):
+    cache: list[dict] = []
+
+    def batches() -> list[dict]:
+        if not cache:
+            rows = 0
+            for batch in ray.train.get_dataset_shard("val").iter_batches(batch_size=256, batch_format="numpy"):
+                cache.append(batch)
+                rows += len(batch["image_id"])
+                if rows >= cfg.val_limit:
+                    break
+        return cache
+
+    return batches
+
+
+def report_and_checkpoint(cfg: DistillConfig, strategy: Strategy, config_hash: str, plan: Plan):
+    def report(state: TrainState, metrics: dict, ema: EMA | None, improved: bool) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            strategy.save(directory)
+            if strategy.is_rank0:
+                sidecar = state.to_dict() | {"config_hash": config_hash}
+                with open(os.path.join(directory, SIDECAR), "w") as f:
+                    json.dump(sidecar, f)
+                if improved and ema is not None:
+                    lineage = {"label": cfg.data.label, "weights": cfg.student.weights, "run": cfg.name,
+                               "step": state.step, "metrics": metrics,
+                               # the head predicts (label - mean) / std: this maps scores back to the teacher's scale
+                               "label_scaling": {"mean": plan.label_mean, "std": plan.label_std}}
+                    card = card_for(ema.model, "student", lineage)
+                    save_model(ema.model, os.path.join(directory, BEST), card)
+                print("distill: validation " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                        for k, v in metrics.items() if v is not None), flush=True)
+            clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            ray.train.report(clean, checkpoint=Checkpoint.from_directory(directory))
+
+    return report
+
+
+def train_loop(config: dict) -> None:
+    cfg = DistillConfig.model_validate(config["cfg"])
+    plan = Plan(**config["plan"])
+    student, frozen = setup_model(cfg)
+    strategy = setup_strategy(cfg, student)
+    state = load_checkpoint(strategy)
+    target = make_target(cfg, strategy, frozen)
+    batches = setup_data(cfg, state, config["offset_samples"], strategy.world_size)
+    distiller = Distiller(cfg, strategy, target, plan, validation_cache(cfg),
+                          report_and_checkpoint(cfg, strategy, config["config_hash"], plan),
+                          log=lambda line: print(f"distill: {line}", flush=True))
+    distiller.run(batches, state)
