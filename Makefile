@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]" "$(TORCH)"
 	touch $(STAMP)
 
+# Two pytest processes: the cluster test's `ray stop` would end the first one's local Ray.
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not cluster"
+	$(PY) -m pytest tests -m cluster
 
 demo: install
 	$(VENV)/bin/aikd demo --out runs/demo

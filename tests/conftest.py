@@ -94,3 +94,19 @@ def fr_run(ray_local, tmp_path_factory):
     cfg = FRTrainConfig(data=data, out=str(root / "model"), epochs=3, workers=2, cpus_per_worker=0.5,
                         model_args={"dropout": 0.4})
     return cfg, run_fr_train(cfg)
+
+
+@pytest.fixture(scope="session")
+def labelled_run(fr_run, tmp_path_factory):
+    """The FR run's faces labelled by three teachers (serfiq, crfiqa, norm)."""
+    from aikd.config import LabelConfig, TeacherSpec
+    from aikd.label import run_label
+
+    cfg, _ = fr_run
+    out = str(tmp_path_factory.mktemp("labelled") / "shards")
+    job = LabelConfig(shards=cfg.data.shards, out=out, workers=2, worker_cpus=0.5, teachers=[
+        TeacherSpec(name="serfiq", options={"model": cfg.out, "passes": 30}),
+        TeacherSpec(name="crfiqa", options={"model": cfg.out}),
+        TeacherSpec(name="norm", options={"model": cfg.out}),
+    ])
+    return job, run_label(job)

@@ -13,9 +13,11 @@ import sys
 from aikd.data.ingest import IngestError
 from aikd.data.safe_pickle import UnsafePickleError
 from aikd.data.schema import ShardSchemaError
+from aikd.runtime import JobFailed
 from aikd.storage import StorageError
 
-USER_ERRORS = (StorageError, IngestError, ShardSchemaError, UnsafePickleError, FileNotFoundError, ValueError)
+USER_ERRORS = (StorageError, IngestError, ShardSchemaError, UnsafePickleError, FileNotFoundError, ValueError,
+               JobFailed)
 
 
 def _cmd_synth(args: argparse.Namespace) -> dict:
@@ -60,25 +62,44 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
-def _cmd_fr_train(args: argparse.Namespace) -> dict:
-    from aikd.config import FRTrainConfig, load_spec
+def _jobs() -> dict:
+    """Job kind -> (config model, runner); imported lazily so `aikd --help` stays fast."""
+    from aikd.config import DistillConfig, FRTrainConfig, LabelConfig
+    from aikd.distill.run import run_distill
     from aikd.frtrain import run_fr_train
-
-    return run_fr_train(load_spec(args.spec, FRTrainConfig, _overrides(args.set)))
-
-
-def _cmd_label(args: argparse.Namespace) -> dict:
-    from aikd.config import LabelConfig, load_spec
     from aikd.label import run_label
 
-    return run_label(load_spec(args.spec, LabelConfig, _overrides(args.set)))
+    return {"fr-train": (FRTrainConfig, run_fr_train), "label": (LabelConfig, run_label),
+            "distill": (DistillConfig, run_distill)}
 
 
-def _cmd_distill(args: argparse.Namespace) -> dict:
-    from aikd.config import DistillConfig, load_spec
-    from aikd.distill.run import run_distill
+def run_spec(kind: str | None, spec: str, overrides: dict) -> dict:
+    """Validate a job spec and run it; ``kind`` None reads the spec's own ``job:`` field."""
+    import yaml
 
-    return run_distill(load_spec(args.spec, DistillConfig, _overrides(args.set)))
+    from aikd.config import load_spec
+    from aikd.storage import resolve
+
+    jobs = _jobs()
+    if kind is None:
+        location = resolve(spec)
+        if not location.exists():
+            raise FileNotFoundError(f"job spec not found: {location.uri}")
+        kind = (yaml.safe_load(location.read_text()) or {}).get("job")
+        if kind not in jobs:
+            raise ValueError(f"{spec}: field 'job' must be one of {sorted(jobs)}, got {kind!r}")
+    model, runner = jobs[kind]
+    return runner(load_spec(spec, model, overrides))
+
+
+def _cmd_job(args: argparse.Namespace) -> dict:
+    return run_spec(args.kind, args.spec, _overrides(args.set))
+
+
+def _cmd_submit(args: argparse.Namespace) -> dict:
+    from aikd.submit import submit
+
+    return submit(args.spec, address=args.address, overrides=args.set or [], wait=not args.no_wait)
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict:
@@ -118,20 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--out", required=True, help="output URI for the shards")
         q.add_argument("--rows-per-shard", type=int, default=2000)
         q.add_argument("--threads", type=int, default=8, help="parallel image reads")
-    t = sub.add_parser("fr-train", help="train a small FR backbone + margin head (Ray Train)")
-    t.add_argument("spec", help="job spec YAML (see jobs/fr_train.yaml)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field, e.g. epochs=3")
-    t.set_defaults(func=_cmd_fr_train)
+    for kind, text in (("fr-train", "train a small FR backbone + margin head (Ray Train)"),
+                       ("label", "write teacher FIQA quality columns onto face shards"),
+                       ("distill", "AI-KD distillation on Ray Train + DeepSpeed"),
+                       ("run", "run any job spec by its 'job:' field (what an executable spec calls)")):
+        job = sub.add_parser(kind, help=text)
+        job.add_argument("spec", help="job spec YAML (see jobs/)")
+        job.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field, e.g. epochs=3")
+        job.set_defaults(func=_cmd_job, kind=None if kind == "run" else kind)
 
-    lb = sub.add_parser("label", help="write teacher FIQA quality columns onto face shards")
-    lb.add_argument("spec", help="job spec YAML (see jobs/label.yaml)")
-    lb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field")
-    lb.set_defaults(func=_cmd_label)
-
-    ds = sub.add_parser("distill", help="AI-KD distillation on Ray Train + DeepSpeed")
-    ds.add_argument("spec", help="job spec YAML (see jobs/distill.yaml)")
-    ds.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field")
-    ds.set_defaults(func=_cmd_distill)
+    sb = sub.add_parser("submit", help="submit a job spec to a Ray cluster (Ray's job submission client)")
+    sb.add_argument("spec", help="job spec YAML inside the working directory (uploaded)")
+    sb.add_argument("--address", default=None, help="dashboard address (default: RAY_ADDRESS or 127.0.0.1:8265)")
+    sb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field")
+    sb.add_argument("--no-wait", action="store_true", help="return once submitted")
+    sb.set_defaults(func=_cmd_submit)
 
     d = sub.add_parser("demo", help="the main job on the embedded default (local, CPU only)")
     d.add_argument("--out", default="runs/demo", help="run URI")

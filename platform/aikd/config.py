@@ -131,6 +131,25 @@ class LabelConfig(Frozen):
         return teachers
 
 
+class BootstrapConfig(Frozen):
+    """The embedded default's inputs, made where missing: synthetic faces, an FR model, teacher labels.
+
+    No data set or pretrained model can be downloaded on the default machine, so a job
+    spec may ask for them to be built first (idempotent: what exists is kept).
+    """
+
+    root: str = Field("runs/default", description="URI under which faces/, fr_model/ and labelled/ live")
+    identities: int = Field(200, ge=4)
+    samples_per_identity: int = Field(10, ge=2)
+    seed: int = 0
+    image_size: int = Field(64, ge=16)
+    fr_epochs: int = Field(8, ge=1)
+    teachers: list[str] = Field(default_factory=lambda: ["serfiq", "crfiqa", "norm"])
+    serfiq_passes: int = Field(50, ge=2)
+    workers: int = Field(2, ge=1)
+    cpus_per_worker: float = Field(0.5, gt=0)
+
+
 class StudentConfig(Frozen):
     """The student's backbone: a model directory with a card, or a user's weights file."""
 
@@ -191,6 +210,7 @@ class DistillConfig(Frozen):
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(2, ge=0, description="worker failures survived by restarting from the checkpoint")
     val_limit: int = Field(2048, ge=1, description="validation rows kept in memory on rank 0")
+    bootstrap: BootstrapConfig | None = Field(None, description="build the embedded default's inputs first")
 
     @field_validator("data")
     @classmethod

@@ -7,6 +7,10 @@ import os
 import ray
 
 
+class JobFailed(RuntimeError):
+    """A Ray job or training run that ended in failure (its own log says why)."""
+
+
 def ensure_ray(num_cpus: int | None = None) -> None:
     """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local one.
 

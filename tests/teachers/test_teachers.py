@@ -26,16 +26,8 @@ def spearman(a, b) -> tuple[float, float]:
 
 
 @pytest.fixture(scope="module")
-def labelled(fr_run, tmp_path_factory):
-    cfg, _ = fr_run
-    out = str(tmp_path_factory.mktemp("labelled") / "shards")
-    model = cfg.out
-    job = LabelConfig(shards=cfg.data.shards, out=out, workers=2, worker_cpus=0.5, teachers=[
-        TeacherSpec(name="serfiq", options={"model": model, "passes": 30}),
-        TeacherSpec(name="crfiqa", options={"model": model}),
-        TeacherSpec(name="norm", options={"model": model}),
-    ])
-    return job, run_label(job)
+def labelled(labelled_run):
+    return labelled_run
 
 
 def test_every_teacher_writes_a_finite_column(labelled):

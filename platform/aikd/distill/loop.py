@@ -188,8 +188,9 @@ class Distiller:
             strategy.set_lr_factor(warmup_factor(state.step, plan.warmup_steps))
             if strategy.is_rank0 and state.step % 10 == 0:
                 rate = seen / (time.perf_counter() - start)
-                self.log(f"step {state.step}/{plan.total_steps} consistency {parts_sum.get('consistency', 0) / micro:.4f} "
-                         f"quality {parts_sum.get('quality', 0) / micro:.4f} {rate:.0f} img/s/worker")
+                means = {k: v / micro for k, v in parts_sum.items()}
+                self.log(f"step {state.step}/{plan.total_steps} consistency {means['consistency']:.4f} "
+                         f"quality {means['quality']:.4f} {rate:.0f} img/s/worker")
                 parts_sum, micro = {}, 0
             if self.should_validate(state.step):
                 self.validation(state)

@@ -22,7 +22,7 @@ from aikd.config import DistillConfig
 from aikd.data.pipeline import face_pipeline, plan_units
 from aikd.distill.loop import Plan
 from aikd.distill.worker import BEST, SIDECAR, train_loop
-from aikd.runtime import ensure_ray
+from aikd.runtime import JobFailed, ensure_ray
 from aikd.storage import Location, resolve
 
 
@@ -77,6 +77,10 @@ def _copy_tree(src: Location, dst: Location) -> None:
 
 def run_distill(cfg: DistillConfig) -> dict:
     ensure_ray()
+    if cfg.bootstrap is not None:
+        from aikd.defaults import ensure_default_inputs
+
+        ensure_default_inputs(cfg.bootstrap)
     storage = resolve(cfg.storage)
     run = storage.join(cfg.name)
     digest = config_hash(cfg)
@@ -107,7 +111,7 @@ def run_distill(cfg: DistillConfig) -> dict:
     )
     result = trainer.fit()
     if result.error:
-        raise RuntimeError(f"distillation run {run.uri} failed: {result.error}")
+        raise JobFailed(f"distillation run {run.uri} failed: {result.error}")
 
     final = latest_sidecar(run) or {}
     best = _best_student_dir(run)

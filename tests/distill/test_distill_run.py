@@ -1,0 +1,80 @@
+"""2-worker CPU distillation runs with DeepSpeed, shared between tests (each fit costs ~30 s)."""
+
+import json
+
+import pytest
+
+from aikd.config import DataConfig, DeepSpeedConfig, DistillConfig, StudentConfig
+from aikd.distill.run import latest_sidecar, run_distill
+from aikd.models.weights import load_model
+from aikd.storage import resolve
+
+
+def _config(shards, weights, storage, name, zero_stage, max_steps):
+    data = DataConfig(shards=shards, label="q_norm", image_size=64, val_fraction=0.1, workers=2, worker_cpus=0.5)
+    return DistillConfig(name=name, storage=storage, data=data, student=StudentConfig(weights=weights),
+                         deepspeed=DeepSpeedConfig(zero_stage=zero_stage, micro_batch=32), epochs=2,
+                         max_steps=max_steps, workers=2, cpus_per_worker=0.5)
+
+
+def _copy(src: str, dst: str) -> None:
+    source, target = resolve(src), resolve(dst)
+    for f in source.list_files():
+        target.join(f.path[len(source.path) + 1:]).write_bytes(f.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def s3_run(labelled_run, fr_run, s3_server):
+    """ZeRO-0 on data, model and run storage all in the local S3 bucket; then the same run again, longer."""
+    job, _ = labelled_run
+    cfg_fr, _ = fr_run
+    root = "s3://aikd-test/distill"
+    _copy(job.out, f"{root}/labelled")
+    _copy(cfg_fr.out, f"{root}/fr_model")
+    first = _config([f"{root}/labelled"], f"{root}/fr_model", f"{root}/runs", "zero0", 0, max_steps=30)
+    summary_first = run_distill(first)
+    second = first.model_copy(update={"max_steps": 40})
+    return first, summary_first, run_distill(second)
+
+
+def test_zero0_run_on_s3_writes_checkpoints_and_a_student(s3_run):
+    cfg, summary, _ = s3_run
+    run = resolve(cfg.storage).join(cfg.name)
+    assert summary["steps"] == 30
+    checkpoints = [f for f in run.list_files() if f.path.endswith("sidecar.json")]
+    assert len(checkpoints) >= 3
+    assert any(f.path.endswith("engine/mp_rank_00_model_states.pt") for f in run.list_files())
+    student, card = load_model(summary["student"])
+    assert card.kind == "student" and card.lineage["label"] == "q_norm"
+    assert set(card.lineage["label_scaling"]) == {"mean", "std"}
+
+
+def test_student_tracks_the_teacher_on_misaligned_views_better_than_the_initial_head(s3_run):
+    _, summary, _ = s3_run
+    initial = summary["history"][0]
+    assert initial["initial"] is True and initial["step"] == 0
+    best = max(h["val_spearman_misaligned"] for h in summary["history"][1:])
+    assert best > initial["val_spearman_misaligned"] + 0.3
+    assert summary["best_val_quality_loss"] < initial["val_quality_loss"]
+
+
+def test_starting_the_same_run_again_resumes_from_its_checkpoint(s3_run):
+    cfg, first, second = s3_run
+    assert second["steps"] == 40
+    steps = [h["step"] for h in second["history"]]
+    assert steps[: len(first["history"])] == [h["step"] for h in first["history"]]  # history carried over
+    assert min(s for s in steps[len(first["history"]):]) > 30  # step count continued, no restart at 0
+    assert second["consumed"] > first["consumed"]
+    assert latest_sidecar(resolve(cfg.storage).join(cfg.name))["step"] == 40
+
+
+def test_zero1_run_finishes_on_local_disk(labelled_run, fr_run, tmp_path):
+    job, _ = labelled_run
+    cfg_fr, _ = fr_run
+    cfg = _config([job.out], cfg_fr.out, str(tmp_path / "runs"), "zero1", 1, max_steps=12)
+    summary = run_distill(cfg)
+    assert summary["steps"] == 12 and summary["student"] is not None
+    config = json.loads(resolve(str(tmp_path / "runs")).join("zero1", "config.json").read_text())
+    assert config["deepspeed"]["zero_stage"] == 1
+    files = [f.path for f in resolve(str(tmp_path / "runs")).join("zero1").list_files()]
+    assert any("zero_pp_rank_1" in f for f in files)  # rank 1's optimizer shard is in the checkpoint

@@ -1,0 +1,54 @@
+"""`ray start --head` on 127.0.0.1, then `ray job submit --working-dir . -- jobs/distill.yaml`.
+
+Runs in its own pytest process (marker ``cluster``, see the Makefile): `ray stop` ends
+every Ray process on the machine, including the test session's local instance.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from aikd.models.weights import load_model
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    bin_dir = os.path.dirname(sys.executable)
+    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    gcs, dashboard = _free_port(), _free_port()
+    subprocess.run([os.path.join(bin_dir, "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
+                    "--port", str(gcs), "--num-cpus", "2", "--dashboard-host", "127.0.0.1",
+                    "--dashboard-port", str(dashboard), "--disable-usage-stats"], env=env, check=True,
+                   capture_output=True)
+    yield env, f"http://127.0.0.1:{dashboard}"
+    subprocess.run([os.path.join(bin_dir, "ray"), "stop", "--force"], env=env, capture_output=True)
+
+
+def test_ray_job_submit_runs_the_executable_distill_spec(cluster, tmp_path):
+    env, address = cluster
+    env = dict(env, RAY_AUTH_MODE="token")  # what the README tells users to set after `ray start`
+    root = tmp_path / "default"
+    overrides = [f"bootstrap.root={root}", "bootstrap.identities=24", "bootstrap.samples_per_identity=6",
+                 "bootstrap.fr_epochs=1", "bootstrap.serfiq_passes=10", f"data.shards=[{root}/labelled]",
+                 f"student.weights={root}/fr_model", f"storage={tmp_path}/runs", "max_steps=4"]
+    args = [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit", "--address", address,
+            "--working-dir", ".", "--", "jobs/distill.yaml"]
+    for o in overrides:
+        args += ["--set", o]
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in (proc.stdout + proc.stderr).lower()
+    _, card = load_model(str(tmp_path / "runs" / "default-serfiq" / "student"))
+    assert card.kind == "student" and card.lineage["label"] == "q_serfiq"
