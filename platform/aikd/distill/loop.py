@@ -134,6 +134,7 @@ class Distiller:
         self.cfg, self.strategy, self.target, self.plan = cfg, strategy, target, plan
         self.val_batches, self.on_validation, self.log = val_batches, on_validation, log
         self.ema = EMA(strategy.module, cfg.optim.ema_old_weight) if strategy.is_rank0 else None
+        self.start, self.seen = time.perf_counter(), 0
 
     def should_validate(self, step: int) -> bool:
         p = self.plan
@@ -142,6 +143,8 @@ class Distiller:
     def validation(self, state: TrainState, initial: bool = False) -> None:
         """EMA update + validation on rank 0; every rank then reports (checkpoint on every rank)."""
         metrics: dict = {"step": state.step, "consumed": state.consumed}
+        if self.seen:  # this worker's training throughput since the loop started, validations included
+            metrics["images_per_s_per_worker"] = self.seen / max(time.perf_counter() - self.start, 1e-9)
         improved = False
         if self.ema is not None:
             if not initial:
@@ -164,11 +167,14 @@ class Distiller:
             self.validation(state, initial=True)  # the initial head: what training must beat
         strategy.set_lr_factor(warmup_factor(state.step, plan.warmup_steps))
         strategy.model.train()
-        start, seen, parts_sum, micro = time.perf_counter(), 0, {}, 0
+        self.start, self.seen = time.perf_counter(), 0
+        parts_sum, micro = {}, 0
         last_validated = state.step
         for batch in batches:
             if state.step >= plan.total_steps:
                 break
+            if not self.seen:  # throughput counts from the first batch: pipeline start-up is one-off
+                self.start = time.perf_counter()
             x_al = to_input(batch["aligned"], device=strategy.device).to(strategy.dtype)
             with torch.no_grad():
                 e_al = self.target(x_al)
@@ -178,7 +184,7 @@ class Distiller:
             strategy.backward(loss)
             stepped = strategy.step()
             micro += 1
-            seen += len(label)
+            self.seen += len(label)
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v
             state.consumed += len(label) * strategy.world_size
@@ -187,7 +193,7 @@ class Distiller:
             state.step += 1
             strategy.set_lr_factor(warmup_factor(state.step, plan.warmup_steps))
             if strategy.is_rank0 and state.step % 10 == 0:
-                rate = seen / (time.perf_counter() - start)
+                rate = self.seen / (time.perf_counter() - self.start)
                 means = {k: v / micro for k, v in parts_sum.items()}
                 self.log(f"step {state.step}/{plan.total_steps} consistency {means['consistency']:.4f} "
                          f"quality {means['quality']:.4f} {rate:.0f} img/s/worker")
@@ -198,5 +204,4 @@ class Distiller:
                 strategy.model.train()
         if state.step != last_validated:  # end on a checkpoint: the last steps are never lost
             self.validation(state)
-        state.history[-1]["images_per_s_per_worker"] = seen / max(time.perf_counter() - start, 1e-9)
         return state

@@ -1,0 +1,199 @@
+"""Distillation throughput: the full Ray Train + DeepSpeed loop against two baselines.
+
+Measured in one run, on the same synthetic faces and the same student:
+
+* full loop: ``run_distill`` with N workers (streaming pipeline, DeepSpeed engine, the
+  frozen target, EMA/validation); images/s per worker as the loop itself counts them.
+* (a) compute bound: the bare step of the same student on ready tensors in one process
+  with the threads one worker has (target forward + student forward + backward + SGD).
+* (b) reference-style: one process, a DataLoader over files with the per-sample path
+  (PIL open, per-image transform estimate, two warps, ToTensor/Normalize), the same
+  step, using the whole machine (DataLoader workers = N, torch threads = CPUs).
+
+``ratio_vs_compute_bound`` = full loop per worker / (a); ``ratio_vs_reference`` = full
+loop, all workers together / (b). With ``--gpu`` the full loop runs on GPUs in the
+reference setting (IResNet-100, 112x112, bf16, batch 64) and the JSON names the device.
+Prints one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from aikd.config import DataConfig, DeepSpeedConfig, DistillConfig, ObjectiveConfig, OptimConfig, StudentConfig
+from aikd.data.shards import shard_files
+from aikd.data.synth import SynthConfig, write_synthetic
+from aikd.distill.objective import aikd_loss
+from aikd.distill.params import param_groups
+from aikd.models import create_model
+from aikd.models.student import Student
+from aikd.models.weights import card_for, save_model
+
+
+def labelled_faces(root: str, images: int) -> str:
+    """Synthetic shards plus a label column (its values do not matter for speed)."""
+    faces = os.path.join(root, "faces")
+    write_synthetic(faces, SynthConfig(identities=max(images // 10, 2), samples_per_identity=10))
+    for f in shard_files(faces):
+        t = pq.read_table(f.path)
+        t = t.append_column("q_bench", pa.array(np.random.default_rng(0).random(t.num_rows), pa.float32()))
+        pq.write_table(t, f.path, row_group_size=256)
+    return faces
+
+
+def student_dir(root: str, model: str, size: int) -> str:
+    torch.manual_seed(0)
+    backbone = create_model(model, input_size=size)
+    out = os.path.join(root, "fr_model")
+    save_model(backbone, out, card_for(backbone, "backbone"))
+    return out
+
+
+def full_loop(cfg: DistillConfig) -> dict:
+    import ray
+
+    from aikd.distill.run import run_distill
+
+    summary = run_distill(cfg)
+    ray.shutdown()  # stop log forwarding: the JSON must be the last line
+    last = summary["history"][-1]
+    return {"images_per_s_per_worker": last["images_per_s_per_worker"], "steps": summary["steps"]}
+
+
+def bare_step_rate(model: str, size: int, batch: int, threads: int, steps: int) -> float:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    student = Student(create_model(model, input_size=size))
+    target = copy.deepcopy(student.feature_extractor).eval()
+    opt = torch.optim.SGD(param_groups(student, DistillConfig.model_fields["optim"].default))
+    x_al, x_mis, y = torch.randn(batch, 3, size, size), torch.randn(batch, 3, size, size), torch.rand(batch)
+    student.train()
+
+    def step():
+        with torch.no_grad():
+            e_al = target(x_al)
+        e_mis, q = student(x_mis)
+        loss, _ = aikd_loss(e_mis, e_al, q, y, ObjectiveConfig())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 5.0)
+        opt.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def reference_rate(faces: str, model: str, size: int, batch: int, workers: int, steps: int) -> float:
+    """The single-process reference loop over image files (bench/pipeline.py's dataset)."""
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from aikd.data.shards import read_shards
+    from pipeline import ReferenceDataset  # noqa: E402  (the reference per-sample path)
+
+    table = read_shards(faces, columns=["image_id", "image", "landmarks"])
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for image_id, blob in zip(table.column("image_id").to_pylist(), table.column("image").to_pylist(),
+                                  strict=True):
+            path = os.path.join(tmp, image_id)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(blob)
+            paths.append(path)
+        dataset = ReferenceDataset(paths, np.array(table.column("landmarks").to_pylist()), size=size)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers,
+                                             drop_last=True)
+        torch.set_num_threads(os.cpu_count() or 1)
+        torch.manual_seed(0)
+        student = Student(create_model(model, input_size=size))
+        target = copy.deepcopy(student.feature_extractor).eval()
+        opt = torch.optim.SGD(param_groups(student, DistillConfig.model_fields["optim"].default))
+        student.train()
+        n, start, first = 0, None, True
+        for i, (x_al, x_mis) in enumerate(loader):
+            if i > steps:
+                break
+            with torch.no_grad():
+                e_al = target(x_al)
+            e_mis, q = student(x_mis)
+            loss, _ = aikd_loss(e_mis, e_al, q, torch.rand(len(q)), ObjectiveConfig())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 5.0)
+            opt.step()
+            if first:  # worker start-up excluded, as the full loop's count starts with training
+                start, first = time.perf_counter(), False
+            else:
+                n += len(q)
+        return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--model", default="iresnet_tiny")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32, help="micro batch per worker")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--zero", type=int, default=1)
+    parser.add_argument("--gpu", action="store_true", help="reference GPU setting: iresnet100, 112, bf16, batch 64")
+    args = parser.parse_args()
+    if args.gpu:
+        args.model, args.size, args.batch = "iresnet100", 112, 64
+
+    cpus = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as root:
+        faces = labelled_faces(root, args.images)
+        weights = student_dir(root, args.model, args.size)
+        share = cpus / (2 * args.workers)  # half the machine to training workers, half to the data actors
+        data = DataConfig(shards=[faces], label="q_bench", image_size=args.size, val_fraction=0.02,
+                          workers=args.workers, worker_cpus=share)
+        cfg = DistillConfig(name="bench", storage=os.path.join(root, "runs"), data=data,
+                            student=StudentConfig(weights=weights),
+                            deepspeed=DeepSpeedConfig(zero_stage=args.zero, micro_batch=args.batch,
+                                                      precision="bf16" if args.gpu else "fp32"),
+                            # validate and checkpoint once, at the end: a real epoch (millions of
+                            # faces) validates every ~5,000 steps, not every few steps of this small set
+                            optim=OptimConfig(val_every=1.0, pretrain_fraction=1.0),
+                            epochs=50, max_steps=args.steps, workers=args.workers, use_gpu=args.gpu,
+                            cpus_per_worker=share, val_limit=64)
+        loop = full_loop(cfg)
+        threads = max(1, int(share))
+        bound = bare_step_rate(args.model, args.size, args.batch, threads, steps=max(args.steps // 4, 5))
+        reference = None if args.gpu else reference_rate(faces, args.model, args.size, args.batch, args.workers,
+                                                          steps=max(args.steps // 2, 10))
+    per_worker = loop["images_per_s_per_worker"]
+    result = {
+        "bench": "distill",
+        "device": torch.cuda.get_device_name(0) if args.gpu and torch.cuda.is_available() else f"cpu x{cpus}",
+        "model": args.model, "input": args.size, "micro_batch": args.batch, "workers": args.workers,
+        "zero_stage": args.zero, "steps": loop["steps"],
+        "full_loop_images_per_s_per_worker": round(per_worker, 1),
+        "full_loop_images_per_s_total": round(per_worker * args.workers, 1),
+        "compute_bound_images_per_s_per_worker": round(bound, 1),
+        "compute_bound_threads": threads,
+        "reference_loop_images_per_s": None if reference is None else round(reference, 1),
+        "ratio_vs_compute_bound": round(per_worker / bound, 3),
+        "ratio_vs_reference": None if reference is None else round(per_worker * args.workers / reference, 3),
+        "goal": {"ratio_vs_compute_bound": 0.85, "ratio_vs_reference": 1.5},
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
