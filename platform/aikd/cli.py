@@ -64,13 +64,14 @@ def _overrides(pairs: list[str]) -> dict:
 
 def _jobs() -> dict:
     """Job kind -> (config model, runner); imported lazily so `aikd --help` stays fast."""
-    from aikd.config import DistillConfig, FRTrainConfig, LabelConfig
+    from aikd.config import DistillConfig, EvaluateConfig, FRTrainConfig, LabelConfig
     from aikd.distill.run import run_distill
+    from aikd.evaluate.report import run_evaluate
     from aikd.frtrain import run_fr_train
     from aikd.label import run_label
 
     return {"fr-train": (FRTrainConfig, run_fr_train), "label": (LabelConfig, run_label),
-            "distill": (DistillConfig, run_distill)}
+            "distill": (DistillConfig, run_distill), "evaluate": (EvaluateConfig, run_evaluate)}
 
 
 def run_spec(kind: str | None, spec: str, overrides: dict) -> dict:
@@ -102,10 +103,13 @@ def _cmd_submit(args: argparse.Namespace) -> dict:
     return submit(args.spec, address=args.address, overrides=args.set or [], wait=not args.no_wait)
 
 
-def _cmd_demo(args: argparse.Namespace) -> dict:
+def _cmd_demo(args: argparse.Namespace) -> None:
     from aikd.demo import run_demo
 
-    return run_demo(args.out, identities=args.identities, samples_per_identity=args.samples_per_identity)
+    result = run_demo(args.out, identities=args.identities, samples_per_identity=args.samples_per_identity)
+    print("\n" + result["table"])
+    print("\n".join(result["verdict"]))
+    print(f"\nreport: {result['report']}  ({result['minutes']} min)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     for kind, text in (("fr-train", "train a small FR backbone + margin head (Ray Train)"),
                        ("label", "write teacher FIQA quality columns onto face shards"),
                        ("distill", "AI-KD distillation on Ray Train + DeepSpeed"),
+                       ("evaluate", "EDC / pAUC report: FIQA models x alignment conditions"),
                        ("run", "run any job spec by its 'job:' field (what an executable spec calls)")):
         job = sub.add_parser(kind, help=text)
         job.add_argument("spec", help="job spec YAML (see jobs/)")
@@ -157,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the main job on the embedded default (local, CPU only)")
     d.add_argument("--out", default="runs/demo", help="run URI")
-    d.add_argument("--identities", type=int, default=100)
+    d.add_argument("--identities", type=int, default=200)
     d.add_argument("--samples-per-identity", type=int, default=10)
     d.set_defaults(func=_cmd_demo)
     return parser

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 def load_spec(uri: str, model: type[BaseModel], overrides: dict | None = None) -> BaseModel:
@@ -218,3 +218,50 @@ class DistillConfig(Frozen):
         if data.label is None:
             raise ValueError("distillation needs a teacher label column: set data.label (e.g. q_serfiq)")
         return data
+
+
+class FIQASpec(Frozen):
+    """One FIQA model under evaluation: a teacher by name, or a distilled student's model dir."""
+
+    name: str = Field(description="display name in tables and plots")
+    teacher: str | None = Field(None, description="teacher registry name (scored on each condition's crops)")
+    options: dict = Field(default_factory=dict, description="teacher options")
+    student: str | None = Field(None, description="URI of a student model dir (distill output or registry)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FIQASpec:
+        if (self.teacher is None) == (self.student is None):
+            raise ValueError(f"model {self.name!r}: give exactly one of 'teacher' or 'student'")
+        return self
+
+
+class EvaluateConfig(Frozen):
+    """EDC / pAUC of FIQA models under alignment conditions, with an FR model scoring comparisons."""
+
+    shards: list[str] = Field(min_length=1)
+    out: str
+    fr_model: str = Field(description="FR model dir whose embeddings score the comparisons")
+    models: list[FIQASpec] = Field(min_length=1)
+    misalignment: list[float] = Field(default_factory=lambda: [3.0], description="strengths, one condition each")
+    misalignment_relative: bool = False
+    box: bool = Field(True, description="also evaluate box-cropped faces (no landmarks)")
+    box_margin: float = Field(0.0, ge=0)
+    seed: int = 0
+    fmr: list[float] = Field(default_factory=lambda: [1e-3])
+    pauc_limits: list[float] = Field(default_factory=lambda: [0.2, 0.3])
+    pair_quality: Literal["min", "mean"] = "min"
+    mode: Literal["fixed", "reestimated"] = "fixed"
+    max_mated: int = Field(100_000, ge=1)
+    non_mated: int = Field(1_000_000, ge=1)
+    pairs_file: str | None = Field(None, description="LFW pairs.txt or CSV; default: pairs built from subject ids")
+    workers: int = Field(2, ge=1)
+    worker_cpus: float = Field(1.0, gt=0)
+    batch_size: int = Field(256, ge=1)
+
+    @field_validator("models")
+    @classmethod
+    def _distinct_names(cls, models: list[FIQASpec]) -> list[FIQASpec]:
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be distinct, got {names}")
+        return models

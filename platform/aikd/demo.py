@@ -1,52 +1,88 @@
-"""The main job on the embedded default: everything local, no GPU, no cloud account.
+"""The main job on the embedded default: the whole slice, local, CPU only.
 
-Today's slice: synthetic faces -> shards -> the streaming pair pipeline (one epoch),
-with a preview of aligned/misaligned pairs. Later stages join as they are built.
+    synthetic faces -> FR pretraining (Ray Train) -> teacher labels (SER-FIQ, CR-FIQA, norm)
+    -> AI-KD distillation from SER-FIQ (Ray Train + DeepSpeed, 2 CPU workers)
+    -> evaluation on new synthetic identities: teachers vs student, aligned / misaligned / box
+
+Every stage writes under one run URI and is skipped when its output exists, so a demo
+that was interrupted continues where it stopped.
 """
 
 from __future__ import annotations
 
 import time
 
-import cv2
-import numpy as np
-
-from aikd.config import DataConfig
-from aikd.data.pipeline import face_pipeline
-from aikd.data.shards import read_summary
-from aikd.data.synth import SynthConfig, write_synthetic
-from aikd.runtime import ensure_ray
+from aikd.config import (
+    BootstrapConfig,
+    DataConfig,
+    DeepSpeedConfig,
+    DistillConfig,
+    EvaluateConfig,
+    FIQASpec,
+    StudentConfig,
+)
 from aikd.storage import resolve
 
-
-def preview(batch: dict, n: int = 8) -> np.ndarray:
-    """Aligned views on the top row, their misaligned twins below (BGR for OpenCV)."""
-    top = np.hstack(list(batch["aligned"][:n]))
-    bottom = np.hstack(list(batch["misaligned"][:n]))
-    return np.vstack([top, bottom])[..., ::-1]
+TEACHER = "serfiq"
 
 
-def run_demo(out: str, identities: int = 100, samples_per_identity: int = 10, image_size: int = 64,
-             misalignment: float = 3.0, progress=None) -> dict:
+def demo_configs(out: str, identities: int = 200, samples_per_identity: int = 10, fr_epochs: int = 8,
+                 distill_epochs: int = 2, eval_identities: int = 60) -> tuple[BootstrapConfig, DistillConfig,
+                                                                                EvaluateConfig, str]:
     root = resolve(out)
-    faces = root.join("faces").uri
-    if not root.join("faces", "_summary.json").exists():
-        write_synthetic(faces, SynthConfig(identities=identities, samples_per_identity=samples_per_identity),
-                        progress=progress)
+    boot = BootstrapConfig(root=root.uri, identities=identities, samples_per_identity=samples_per_identity,
+                           fr_epochs=fr_epochs)
+    labelled, fr_model = root.join("labelled").uri, root.join("fr_model").uri
+    data = DataConfig(shards=[labelled], label=f"q_{TEACHER}", image_size=boot.image_size, misalignment=3.0,
+                      val_fraction=0.1, workers=2, worker_cpus=0.5)
+    distill = DistillConfig(name=f"demo-{TEACHER}", storage=root.join("distill").uri, data=data,
+                            student=StudentConfig(weights=fr_model), deepspeed=DeepSpeedConfig(zero_stage=1,
+                                                                                               micro_batch=32),
+                            epochs=distill_epochs, workers=2, cpus_per_worker=0.5)
+    eval_faces = root.join("eval_faces").uri
+    student = resolve(distill.storage).join(distill.name, "student").uri
+    evaluate = EvaluateConfig(
+        shards=[eval_faces], out=root.join("report").uri, fr_model=fr_model,
+        models=[FIQASpec(name=f"teacher {TEACHER}", teacher=TEACHER, options={"model": fr_model, "passes": 50}),
+                FIQASpec(name="teacher norm", teacher="norm", options={"model": fr_model}),
+                FIQASpec(name=f"AI-KD student ({TEACHER})", student=student)],
+        misalignment=[3.0, 6.0], box=True, fmr=[1e-3, 1e-2], non_mated=200_000, workers=2, worker_cpus=0.5)
+    return boot, distill, evaluate, eval_faces
+
+
+def verdict(result: dict, teacher: str, student: str) -> list[str]:
+    """Does the student beat its teacher (lower pAUC@0.2), condition by condition, at the first FMR?"""
+    rows = {(r["model"], r["condition"], r["fmr"]): r for r in result["pauc"]}
+    fmr = min(r["fmr"] for r in result["pauc"])
+    lines = []
+    for condition in dict.fromkeys(r["condition"] for r in result["pauc"]):
+        t, s = rows[(teacher, condition, fmr)]["pauc_0.2"], rows[(student, condition, fmr)]["pauc_0.2"]
+        word = "beats" if s < t else "does not beat"
+        lines.append(f"{condition}: student {word} its teacher (pAUC@0.2 at FMR {fmr:g}: {s:.4f} vs {t:.4f})")
+    return lines
+
+
+def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
+    from aikd.data.synth import SynthConfig, write_synthetic
+    from aikd.defaults import ensure_default_inputs
+    from aikd.distill.run import run_distill
+    from aikd.evaluate.report import run_evaluate
+    from aikd.runtime import ensure_ray
+
+    start = time.perf_counter()
+    boot, distill, evaluate, eval_faces = demo_configs(out, **sizes)
     ensure_ray()
-    cfg = DataConfig(shards=[faces], image_size=image_size, misalignment=misalignment, val_fraction=0.05)
-    pipeline = face_pipeline(cfg, "train", epochs=1)
-    start, n, first = time.perf_counter(), 0, None
-    for batch in pipeline.dataset.iter_batches(batch_size=64, batch_format="numpy"):
-        n += len(batch["image_id"])
-        first = batch if first is None else first
-    elapsed = time.perf_counter() - start
-    ok, png = cv2.imencode(".png", preview(first))
-    root.join("pairs_preview.png").write_bytes(png.tobytes())
-    return {
-        "faces": faces,
-        "synth": read_summary(faces),
-        "pipeline": {"train_pairs": n, "seconds": round(elapsed, 2), "pairs_per_s": round(n / elapsed, 1),
-                     "rejected": len(pipeline.rejects())},
-        "preview": root.join("pairs_preview.png").uri,
-    }
+    ensure_default_inputs(boot, log=log)
+    student = resolve(distill.storage).join(distill.name, "student")
+    if not student.join("card.json").exists():
+        log(f"demo: AI-KD distillation from {TEACHER} -> {student.uri}")
+        run_distill(distill)
+    if not resolve(eval_faces).join("_summary.json").exists():
+        log(f"demo: evaluation faces (new identities) -> {eval_faces}")
+        n = sizes.get("eval_identities", 60)
+        write_synthetic(eval_faces, SynthConfig(identities=n, samples_per_identity=10, seed=boot.seed + 1))
+    log(f"demo: evaluation -> {evaluate.out}")
+    result = run_evaluate(evaluate)
+    teacher, stu = evaluate.models[0].name, evaluate.models[-1].name
+    return {"report": result["report"], "table": result["table"], "verdict": verdict(result, teacher, stu),
+            "minutes": round((time.perf_counter() - start) / 60, 1)}

@@ -161,6 +161,14 @@ def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int) -> tup
     return out, rejects
 
 
+def unit_batches(uri: str, row_group: int, columns: list[str], batch_size: int):
+    """The rows of one work unit as dicts of numpy columns, ``batch_size`` rows at a time."""
+    location = resolve(str(uri))
+    shard = pq.ParquetFile(location.fs.open_input_file(location.path))
+    for record_batch in shard.iter_batches(batch_size=batch_size, columns=columns, row_groups=[int(row_group)]):
+        yield {name: record_batch.column(name).to_numpy(zero_copy_only=False) for name in columns}
+
+
 class PairMaker:
     """Actor body for map_batches over work units (epoch, shard URI, row group)."""
 
@@ -171,11 +179,7 @@ class PairMaker:
 
     def __call__(self, units: dict):
         for epoch, uri, row_group in zip(units["epoch"], units["uri"], units["row_group"], strict=True):
-            location = resolve(str(uri))
-            shard = pq.ParquetFile(location.fs.open_input_file(location.path))
-            for record_batch in shard.iter_batches(batch_size=self.cfg.batch_size, columns=self.columns,
-                                                   row_groups=[int(row_group)]):
-                batch = {name: record_batch.column(name).to_numpy(zero_copy_only=False) for name in self.columns}
+            for batch in unit_batches(uri, row_group, self.columns, self.cfg.batch_size):
                 out, rejects = make_pairs(batch, cfg=self.cfg, split=self.split, epoch=int(epoch))
                 if rejects and self.reject_log is not None:
                     self.reject_log.add.remote(rejects)

@@ -1,0 +1,161 @@
+"""The evaluation job (``aikd evaluate``) and its report: pAUC tables, EDC plots, one HTML page.
+
+    faces -> score_faces (Ray Data: crops per condition, FR embeddings, FIQA qualities)
+          -> pairs (built from subject ids, or a pairs file)
+          -> per FMR, condition and model: EDC, pAUC at each limit (raw and minus the best curve)
+          -> invariance: Spearman of each model's aligned vs other-condition scores
+          -> report.json, pauc.md, edc_<condition>_fmr<f>.png, index.html under ``out``
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+
+import numpy as np
+
+from aikd.config import EvaluateConfig
+from aikd.evaluate.edc import EDC, edc_fixed, edc_reestimated, pair_qualities, pauc
+from aikd.evaluate.pairs import Pairs, build_pairs, read_pairs
+from aikd.evaluate.scoring import condition_names, score_faces
+from aikd.runtime import ensure_ray
+from aikd.storage import resolve
+
+
+def comparison_scores(emb: np.ndarray, pairs: Pairs, chunk: int = 200_000) -> np.ndarray:
+    """Cosine similarity of each pair's (already normalised) embeddings, in chunks to bound memory."""
+    out = np.empty(len(pairs), np.float32)
+    for s in range(0, len(pairs), chunk):
+        a, b = pairs.a[s:s + chunk], pairs.b[s:s + chunk]
+        out[s:s + chunk] = np.einsum("ij,ij->i", emb[a], emb[b])
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable")
+    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def edc_for(cfg: EvaluateConfig, scores: np.ndarray, quality: np.ndarray, pairs: Pairs, fmr: float) -> EDC:
+    q = pair_qualities(quality[pairs.a], quality[pairs.b], cfg.pair_quality)
+    m = pairs.mated
+    if cfg.mode == "fixed":
+        return edc_fixed(scores[m], q[m], scores[~m], fmr)
+    return edc_reestimated(scores[m], q[m], scores[~m], q[~m], fmr)
+
+
+def evaluate(cfg: EvaluateConfig, faces: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """(results as plain data, EDC curves keyed (fmr, condition, model)) from scored faces."""
+    ids, subjects = faces["image_id"], faces["subject_id"]
+    pairs = read_pairs(cfg.pairs_file, ids) if cfg.pairs_file else build_pairs(
+        subjects, cfg.max_mated, cfg.non_mated, cfg.seed)
+    conditions = condition_names(cfg)
+    models = [m.name for m in cfg.models]
+    results = {"faces": int(len(ids)), "mated_pairs": pairs.n_mated, "non_mated_pairs": int(len(pairs) - pairs.n_mated),
+               "mode": cfg.mode, "pair_quality": cfg.pair_quality, "conditions": conditions, "models": models,
+               "pauc": [], "invariance": [], "start_fnmr": {}}
+    curves = {}
+    for condition in conditions:
+        scores = comparison_scores(faces[f"emb__{condition}"], pairs)
+        for fmr in cfg.fmr:
+            for model in models:
+                edc = edc_for(cfg, scores, faces[f"q__{model}__{condition}"], pairs, fmr)
+                curves[(fmr, condition, model)] = edc
+                results["start_fnmr"][f"{condition}@{fmr:g}"] = edc.start_fnmr
+                row = {"model": model, "condition": condition, "fmr": fmr, "start_fnmr": edc.start_fnmr}
+                for limit in cfg.pauc_limits:
+                    row[f"pauc_{limit:g}"] = pauc(edc, limit)
+                    row[f"pauc_{limit:g}_minus_best"] = pauc(edc, limit, subtract_best=True)
+                results["pauc"].append(row)
+    for model in models:
+        base = faces[f"q__{model}__aligned"]
+        for condition in conditions[1:]:
+            results["invariance"].append({"model": model, "condition": condition,
+                                          "spearman_vs_aligned": spearman(base, faces[f"q__{model}__{condition}"])})
+    return results, curves
+
+
+def markdown_table(results: dict, limits: list[float]) -> str:
+    head = ["model", "condition", "FMR", "FNMR@0"] + [f"pAUC@{lim:g}" for lim in limits] + [
+        f"pAUC@{lim:g} - best" for lim in limits]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results["pauc"]:
+        cells = [r["model"], r["condition"], f"{r['fmr']:g}", f"{r['start_fnmr']:.4f}"]
+        cells += [f"{r[f'pauc_{lim:g}']:.4f}" for lim in limits]
+        cells += [f"{r[f'pauc_{lim:g}_minus_best']:.4f}" for lim in limits]
+        lines.append("| " + " | ".join(cells) + " |")
+    inv = ["", "| model | condition | Spearman vs aligned |", "|---|---|---|"]
+    inv += [f"| {r['model']} | {r['condition']} | {r['spearman_vs_aligned']:.3f} |" for r in results["invariance"]]
+    return "\n".join(lines + (inv if results["invariance"] else [])) + "\n"
+
+
+def plot_edc(curves: dict, fmr: float, condition: str, models: list[str], limit: float) -> bytes:
+    """One PNG: every model's EDC for one condition, plus the theoretical best curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    f0 = None
+    for model in models:
+        edc = curves[(fmr, condition, model)]
+        x = np.append(edc.discard, 1.0)
+        y = np.append(edc.fnmr, edc.fnmr[-1])
+        ax.step(x, y, where="post", label=f"{model} (pAUC@{limit:g} = {pauc(edc, limit):.4f})")
+        f0 = edc.start_fnmr
+    if f0 is not None:
+        xs = np.linspace(0, 0.99, 400)
+        ax.plot(xs, np.maximum(f0 - xs, 0) / (1 - xs), "k:", lw=1, label="theoretical best")
+    ax.set_xlim(0, max(0.5, limit))
+    ax.set_xlabel("fraction of mated comparisons discarded (lowest quality first)")
+    ax.set_ylabel(f"FNMR at FMR = {fmr:g}")
+    ax.set_title(f"EDC, condition: {condition}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def html_page(results: dict, table_md: str, images: list[tuple[str, str]]) -> str:
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in line.strip("|").split("|")) + "</tr>"
+        for line in table_md.splitlines() if line.startswith("|") and not line.startswith("|---"))
+    figures = "".join(f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
+                      f"<figcaption>{html.escape(caption)}</figcaption></figure>" for name, caption in images)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>aikd evaluation</title>"
+            f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}"
+            f"td{{border:1px solid #ccc;padding:3px 8px}}figure{{display:inline-block;margin:1em}}</style></head>"
+            f"<body><h1>FIQA evaluation</h1><p>{results['faces']} faces, {results['mated_pairs']} mated and "
+            f"{results['non_mated_pairs']} non-mated comparisons; EDC mode {results['mode']}, pair quality "
+            f"{results['pair_quality']}. Lower pAUC is better.</p><table>{rows}</table>{figures}</body></html>")
+
+
+def write_report(cfg: EvaluateConfig, results: dict, curves: dict) -> dict:
+    out = resolve(cfg.out)
+    table = markdown_table(results, cfg.pauc_limits)
+    images = []
+    for fmr in cfg.fmr:
+        for condition in results["conditions"]:
+            name = f"edc_{condition}_fmr{fmr:g}.png"
+            out.join(name).write_bytes(plot_edc(curves, fmr, condition, results["models"], cfg.pauc_limits[0]))
+            images.append((name, f"{condition}, FMR {fmr:g}"))
+    out.join("pauc.md").write_text(table)
+    out.join("report.json").write_text(json.dumps(results, indent=2) + "\n")
+    out.join("index.html").write_text(html_page(results, table, images))
+    return {"report": out.join("index.html").uri, "table": table, "images": [out.join(n).uri for n, _ in images]}
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict:
+    ensure_ray()
+    faces = score_faces(cfg)
+    results, curves = evaluate(cfg, faces)
+    written = write_report(cfg, results, curves)
+    return {"report": written["report"], "faces": results["faces"], "mated_pairs": results["mated_pairs"],
+            "non_mated_pairs": results["non_mated_pairs"], "pauc": results["pauc"],
+            "invariance": results["invariance"], "table": written["table"]}

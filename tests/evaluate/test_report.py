@@ -1,0 +1,60 @@
+"""The evaluation job end to end on synthetic faces: a teacher and a student, every condition."""
+
+import json
+
+import numpy as np
+import pytest
+
+from aikd.config import EvaluateConfig, FIQASpec
+from aikd.data.synth import SynthConfig, write_synthetic
+from aikd.evaluate.report import run_evaluate
+from aikd.models.student import create_student
+from aikd.models.weights import card_for, save_model
+from aikd.storage import resolve
+
+
+@pytest.fixture(scope="module")
+def report(fr_run, tmp_path_factory):
+    cfg_fr, _ = fr_run
+    root = tmp_path_factory.mktemp("eval")
+    faces = str(root / "faces")
+    write_synthetic(faces, SynthConfig(identities=12, samples_per_identity=8, seed=99))
+    student = create_student("iresnet_tiny")
+    save_model(student, str(root / "student"), card_for(student, "student"))
+    cfg = EvaluateConfig(shards=[faces], out=str(root / "report"), fr_model=cfg_fr.out,
+                         models=[FIQASpec(name="norm", teacher="norm", options={"model": cfg_fr.out}),
+                                 FIQASpec(name="student", student=str(root / "student"))],
+                         misalignment=[3.0], fmr=[1e-2], non_mated=5000, workers=2, worker_cpus=0.5)
+    return cfg, run_evaluate(cfg)
+
+
+def test_report_renders_pngs_and_an_html_page_that_references_them(report):
+    cfg, result = report
+    out = resolve(cfg.out)
+    page = out.join("index.html").read_text()
+    for condition in ("aligned", "misaligned_3", "box"):
+        png = out.join(f"edc_{condition}_fmr0.01.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+        assert f'src="edc_{condition}_fmr0.01.png"' in page
+    table = out.join("pauc.md").read_text()
+    assert "| norm | misaligned_3 |" in table and "| student | box |" in table
+
+
+def test_report_numbers_are_consistent(report):
+    cfg, result = report
+    data = json.loads(resolve(cfg.out).join("report.json").read_text())
+    assert data["faces"] == 96 and data["mated_pairs"] == 12 * 28 and data["non_mated_pairs"] == 5000
+    assert {r["condition"] for r in data["pauc"]} == {"aligned", "misaligned_3", "box"}
+    for row in data["pauc"]:
+        assert 0 <= row["pauc_0.2"] <= row["pauc_0.3"] <= 0.3
+        assert row["pauc_0.2_minus_best"] <= row["pauc_0.2"]
+    starts = {r["condition"]: r["start_fnmr"] for r in data["pauc"]}
+    assert starts["misaligned_3"] >= starts["aligned"]  # misalignment hurts recognition
+    inv = {(r["model"], r["condition"]): r["spearman_vs_aligned"] for r in data["invariance"]}
+    assert set(inv) == {("norm", "misaligned_3"), ("norm", "box"), ("student", "misaligned_3"), ("student", "box")}
+    assert all(np.isfinite(v) for v in inv.values())
+
+
+def test_model_specs_need_exactly_one_source():
+    with pytest.raises(ValueError, match="exactly one of 'teacher' or 'student'"):
+        FIQASpec(name="x")
