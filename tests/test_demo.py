@@ -2,8 +2,17 @@ from aikd.demo import run_demo
 from aikd.storage import resolve
 
 
-def test_demo_runs_the_slice_end_to_end_on_a_tiny_set(ray_local, tmp_path):
-    result = run_demo(str(tmp_path / "run"), identities=4, samples_per_identity=6)
-    assert result["synth"]["rows"] == 24
-    assert 0 < result["pipeline"]["train_pairs"] <= 24 and result["pipeline"]["rejected"] == 0
-    assert resolve(result["preview"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_demo_runs_the_whole_slice_on_a_tiny_default(ray_local, tmp_path):
+    logs = []
+    result = run_demo(str(tmp_path / "run"), log=logs.append, identities=24, samples_per_identity=6,
+                      fr_epochs=1, distill_epochs=1, eval_identities=8)
+    assert any("FR pretraining" in line for line in logs) and any("distillation" in line for line in logs)
+    page = resolve(result["report"]).read_text()
+    assert "edc_misaligned_3_fmr0.001.png" in page and "edc_box_fmr0.01.png" in page
+    assert "| AI-KD student (serfiq) | misaligned_3 |" in result["table"]
+    assert len(result["verdict"]) == 4 and all("its teacher" in line for line in result["verdict"])
+    # a second run finds every stage done and only re-evaluates
+    logs.clear()
+    run_demo(str(tmp_path / "run"), log=logs.append, identities=24, samples_per_identity=6,
+             fr_epochs=1, distill_epochs=1, eval_identities=8)
+    assert not any("FR pretraining" in line or "distillation" in line for line in logs)

@@ -97,9 +97,9 @@ class EvalScorer:
         boxes = [np.asarray(batch[BBOX][r], np.float64) for r in rows] if self.cfg.box else None
         hashes = stable_hash(ids, self.cfg.seed)
         for condition in self.conditions:
-            crops: dict[int, np.ndarray] = {}
+            crops: dict[int, np.ndarray] = {}  # one warp per output size, shared by the models
 
-            def crop(size: int, condition=condition) -> np.ndarray:
+            def crop(size: int, condition=condition, crops=crops) -> np.ndarray:
                 if size not in crops:
                     m = condition_matrices(self.cfg, condition, lms, boxes, hashes, size)
                     crops[size] = _bgr_to_rgb(warp_batch(images, m, size)) if len(images) else np.zeros(
