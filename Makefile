@@ -33,6 +33,8 @@ bench: install
 	$(PY) bench/pipeline.py
 	$(PY) bench/models.py
 	$(PY) bench/label.py
+	$(PY) bench/distill.py
+	$(PY) bench/edc.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -106,7 +106,10 @@ def _cmd_submit(args: argparse.Namespace) -> dict:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from aikd.demo import run_demo
 
+    import ray
+
     result = run_demo(args.out, identities=args.identities, samples_per_identity=args.samples_per_identity)
+    ray.shutdown()  # flush and stop the workers' log forwarding before the summary
     print("\n" + result["table"])
     print("\n".join(result["verdict"]))
     print(f"\nreport: {result['report']}  ({result['minutes']} min)")

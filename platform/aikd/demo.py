@@ -72,6 +72,10 @@ def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
     start = time.perf_counter()
     boot, distill, evaluate, eval_faces = demo_configs(out, **sizes)
     ensure_ray()
+    from ray.data import DataContext
+
+    # one line per stage and per validation is the demo's progress; Ray Data's bars would bury it
+    DataContext.get_current().enable_progress_bars = False
     ensure_default_inputs(boot, log=log)
     student = resolve(distill.storage).join(distill.name, "student")
     if not student.join("card.json").exists():

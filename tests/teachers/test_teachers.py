@@ -8,20 +8,16 @@ import torch
 
 from aikd.config import LabelConfig, TeacherSpec
 from aikd.data.shards import read_shards, read_summary
+from aikd.evaluate.ranks import spearman
 from aikd.label import rejected, run_label
 from aikd.models import create_model
 from aikd.teachers import create_teacher, list_teachers
 from aikd.teachers.fr_teachers import serfiq_quality
 
 
-def spearman(a, b) -> tuple[float, float]:
+def spearman_t(a, b) -> tuple[float, float]:
     """Rank correlation and its t statistic (n large: |t| > 3.3 is p < 0.001 two-sided)."""
-    def rank(v):
-        r = np.empty(len(v))
-        r[np.argsort(v, kind="stable")] = np.arange(len(v))
-        return r
-
-    rho = float(np.corrcoef(rank(a), rank(b))[0, 1])
+    rho = spearman(a, b)
     return rho, rho * np.sqrt((len(a) - 2) / max(1 - rho**2, 1e-12))
 
 
@@ -61,7 +57,7 @@ def test_teachers_rank_clean_faces_above_degraded_ones(labelled, column):
     job, _ = labelled
     table = read_shards(job.out).to_pandas()
     scored = table[np.isfinite(table[column])]
-    rho, t = spearman(scored[column].to_numpy(), scored["severity"].to_numpy())
+    rho, t = spearman_t(scored[column].to_numpy(), scored["severity"].to_numpy())
     assert rho < 0 and t < -3.3, (column, rho, t)
 
 

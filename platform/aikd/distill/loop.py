@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -23,6 +22,7 @@ from aikd.config import DistillConfig
 from aikd.distill.objective import aikd_loss, quality_loss
 from aikd.distill.params import warmup_factor
 from aikd.distill.strategy import Strategy
+from aikd.evaluate.ranks import spearman
 from aikd.models.transforms import to_input
 
 
@@ -75,14 +75,6 @@ class Plan:
         o = cfg.optim
         return cls(epoch, total, int(round(o.warmup_fraction * epoch)), int(round(o.pretrain_fraction * epoch)),
                    max(int(round(o.val_every * epoch)), 1), *label_stats)
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3:
-        return float("nan")
-    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(np.float64)
-    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(np.float64)
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 class EMA:

@@ -18,6 +18,7 @@ import numpy as np
 from aikd.config import EvaluateConfig
 from aikd.evaluate.edc import EDC, edc_fixed, edc_reestimated, pair_qualities, pauc
 from aikd.evaluate.pairs import Pairs, build_pairs, read_pairs
+from aikd.evaluate.ranks import spearman
 from aikd.evaluate.scoring import condition_names, score_faces
 from aikd.runtime import ensure_ray
 from aikd.storage import resolve
@@ -30,12 +31,6 @@ def comparison_scores(emb: np.ndarray, pairs: Pairs, chunk: int = 200_000) -> np
         a, b = pairs.a[s:s + chunk], pairs.b[s:s + chunk]
         out[s:s + chunk] = np.einsum("ij,ij->i", emb[a], emb[b])
     return out
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable")
-    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def edc_for(cfg: EvaluateConfig, scores: np.ndarray, quality: np.ndarray, pairs: Pairs, fmr: float) -> EDC:
