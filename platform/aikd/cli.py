@@ -104,9 +104,9 @@ def _cmd_submit(args: argparse.Namespace) -> dict:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from aikd.demo import run_demo
-
     import ray
+
+    from aikd.demo import run_demo
 
     result = run_demo(args.out, identities=args.identities, samples_per_identity=args.samples_per_identity)
     ray.shutdown()  # flush and stop the workers' log forwarding before the summary
