@@ -126,7 +126,7 @@ class Distiller:
         self.cfg, self.strategy, self.target, self.plan = cfg, strategy, target, plan
         self.val_batches, self.on_validation, self.log = val_batches, on_validation, log
         self.ema = EMA(strategy.module, cfg.optim.ema_old_weight) if strategy.is_rank0 else None
-        self.start, self.seen = time.perf_counter(), 0
+        self.start, self.seen, self.data_wait = time.perf_counter(), 0, 0.0
 
     def should_validate(self, step: int) -> bool:
         p = self.plan
@@ -136,7 +136,9 @@ class Distiller:
         """EMA update + validation on rank 0; every rank then reports (checkpoint on every rank)."""
         metrics: dict = {"step": state.step, "consumed": state.consumed}
         if self.seen:  # this worker's training throughput since the loop started, validations included
-            metrics["images_per_s_per_worker"] = self.seen / max(time.perf_counter() - self.start, 1e-9)
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            metrics["images_per_s_per_worker"] = self.seen / elapsed
+            metrics["data_wait_fraction"] = self.data_wait / elapsed  # > 0.1: the input pipeline starves training
         improved = False
         if self.ema is not None:
             if not initial:
@@ -159,14 +161,17 @@ class Distiller:
             self.validation(state, initial=True)  # the initial head: what training must beat
         strategy.set_lr_factor(warmup_factor(state.step, plan.warmup_steps))
         strategy.model.train()
-        self.start, self.seen = time.perf_counter(), 0
+        self.start, self.seen, self.data_wait = time.perf_counter(), 0, 0.0
         parts_sum, micro = {}, 0
+        fetched = time.perf_counter()
         last_validated = state.step
         for batch in batches:
             if state.step >= plan.total_steps:
                 break
             if not self.seen:  # throughput counts from the first batch: pipeline start-up is one-off
                 self.start = time.perf_counter()
+            else:
+                self.data_wait += time.perf_counter() - fetched
             x_al = to_input(batch["aligned"], device=strategy.device).to(strategy.dtype)
             with torch.no_grad():
                 e_al = self.target(x_al)
@@ -175,6 +180,7 @@ class Distiller:
             loss, parts = aikd_loss(e_mis, e_al, q, label, cfg.objective)
             strategy.backward(loss)
             stepped = strategy.step()
+            fetched = time.perf_counter()
             micro += 1
             self.seen += len(label)
             for k, v in parts.items():

@@ -45,6 +45,15 @@ def latest_sidecar(run: Location) -> dict | None:
     return None
 
 
+def _bounded_stream(megabytes: int):
+    """Execution options that keep a stream's produced-but-unconsumed data under a budget."""
+    from ray.data import ExecutionOptions, ExecutionResources
+
+    options = ExecutionOptions()
+    options.resource_limits = ExecutionResources(object_store_memory=megabytes * 2**20)
+    return options
+
+
 def label_stats(cfg: DistillConfig) -> tuple[float, float]:
     """Mean and std of the finite training-split labels (identity when scaling is off)."""
     if cfg.objective.label_scaling == "none":
@@ -107,7 +116,8 @@ def run_distill(cfg: DistillConfig) -> dict:
         run_config=RunConfig(name=cfg.name, storage_path=storage.path, storage_filesystem=storage.fs,
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),
         datasets={"train": train.dataset, "val": val.dataset},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options={
+            "train": _bounded_stream(cfg.data_buffer_mb), "val": _bounded_stream(cfg.data_buffer_mb)}),
     )
     result = trainer.fit()
     if result.error:
