@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--zero", type=int, default=1)
     parser.add_argument("--strategy", choices=("deepspeed", "ddp"), default="deepspeed")
+    parser.add_argument("--buffer-mb", type=int, default=256, help="data_buffer_mb of the run")
     parser.add_argument("--gpu", action="store_true", help="reference GPU setting: iresnet100, 112, bf16, batch 64")
     args = parser.parse_args()
     if args.gpu:
@@ -191,7 +192,7 @@ def main() -> None:
                             # validate and checkpoint once, at the end: a real epoch (millions of
                             # faces) validates every ~5,000 steps, not every few steps of this small set
                             optim=OptimConfig(val_every=1.0, pretrain_fraction=1.0),
-                            strategy=args.strategy,
+                            strategy=args.strategy, data_buffer_mb=args.buffer_mb,
                             epochs=50, max_steps=args.steps, workers=args.workers, use_gpu=args.gpu,
                             cpus_per_worker=share, val_limit=64)
         loop = full_loop(cfg)
