@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the main job on the embedded default (local, CPU only)")
     d.add_argument("--out", default="runs/demo", help="run URI")
-    d.add_argument("--identities", type=int, default=200)
+    d.add_argument("--identities", type=int, default=300)
     d.add_argument("--samples-per-identity", type=int, default=10)
     d.set_defaults(func=_cmd_demo)
     return parser
