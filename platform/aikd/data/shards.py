@@ -160,9 +160,3 @@ def write_summary(uri: str, summary: dict) -> Location:
 
 def read_summary(uri: str) -> dict:
     return json.loads(resolve(uri).join(SUMMARY_FILE).read_text())
-
-
-def column_of(table: pa.Table, name: str) -> list:
-    if name not in table.column_names:
-        raise ShardSchemaError(f"column {name!r} not found; columns: {table.column_names}")
-    return table.column(name).to_pylist()
