@@ -30,16 +30,21 @@ def config_hash(cfg: DistillConfig) -> str:
     return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
 
 
-def latest_sidecar(run: Location) -> dict | None:
-    """The sidecar of the newest complete checkpoint of a run, if any."""
+def checkpoint_dirs(run: Location) -> list[Location]:
+    """A run's Ray Train checkpoint directories, newest first (their names carry a timestamp)."""
     if not run.exists():
-        return None
+        return []
     from pyarrow.fs import FileSelector, FileType
 
-    dirs = [i for i in run.fs.get_file_info(FileSelector(run.path)) if i.type == FileType.Directory
-            and os.path.basename(i.path).startswith("checkpoint_")]
-    for info in sorted(dirs, key=lambda i: i.path, reverse=True):
-        sidecar = run.join(os.path.basename(info.path), SIDECAR)
+    names = [os.path.basename(i.path) for i in run.fs.get_file_info(FileSelector(run.path))
+             if i.type == FileType.Directory and os.path.basename(i.path).startswith("checkpoint_")]
+    return [run.join(name) for name in sorted(names, reverse=True)]
+
+
+def latest_sidecar(run: Location) -> dict | None:
+    """The sidecar of the newest complete checkpoint of a run, if any."""
+    for checkpoint in checkpoint_dirs(run):
+        sidecar = checkpoint.join(SIDECAR)
         if sidecar.exists():
             return json.loads(sidecar.read_text())
     return None
@@ -143,13 +148,8 @@ def run_distill(cfg: DistillConfig) -> dict:
 
 def _best_student_dir(run: Location) -> Location | None:
     """The newest checkpoint that holds a best student (checkpoints keep it only when it improved)."""
-    from pyarrow.fs import FileSelector, FileType
-
-    dirs = sorted((i.path for i in run.fs.get_file_info(FileSelector(run.path))
-                   if i.type == FileType.Directory and os.path.basename(i.path).startswith("checkpoint_")),
-                  reverse=True)
-    for path in dirs:
-        candidate = run.join(os.path.basename(path), BEST)
+    for checkpoint in checkpoint_dirs(run):
+        candidate = checkpoint.join(BEST)
         if candidate.join("card.json").exists():
             return candidate
     return None
