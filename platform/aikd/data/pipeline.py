@@ -31,6 +31,7 @@ import ray
 
 from aikd.align import degenerate_reason, perturb, similarity_batch, template, warp_batch
 from aikd.config import DataConfig
+from aikd.data.pacing import paced
 from aikd.data.schema import IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID, ShardSchemaError, validate_schema
 from aikd.data.shards import shard_files
 from aikd.storage import Location, resolve
@@ -274,4 +275,4 @@ def face_pipeline(cfg: DataConfig, split: Split = "train", epochs: int | range =
         compute=ray.data.ActorPoolStrategy(size=cfg.workers),
         num_cpus=cfg.worker_cpus,
     )
-    return FacePipeline(ds, log, units, skipped)
+    return FacePipeline(paced(ds), log, units, skipped)
