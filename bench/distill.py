@@ -9,8 +9,9 @@ Measured in one run, on the same synthetic faces and the same student:
   processes at once as there are workers (``compute_bound_alone`` is one process on an
   otherwise idle machine: on 2 vCPUs that share a core the two differ a lot).
 * (b) reference-style: one process, a DataLoader over files with the per-sample path
-  (PIL open, per-image transform estimate, two warps, ToTensor/Normalize), the same
-  step, using the whole machine (DataLoader workers = N, torch threads = CPUs).
+  (PIL open, per-image transform estimate, two warps, ToTensor/Normalize: contiguous
+  NCHW batches, as the research code feeds its model), the same step, using the whole
+  machine (DataLoader workers = N, torch threads = CPUs).
 
 ``ratio_vs_compute_bound`` = full loop per worker / (a); ``ratio_vs_reference`` = full
 loop, all workers together / (b). With ``--gpu`` the full loop runs on GPUs in the
@@ -39,6 +40,7 @@ from aikd.distill.objective import aikd_loss
 from aikd.distill.params import param_groups
 from aikd.models import create_model
 from aikd.models.student import Student
+from aikd.models.transforms import to_input
 from aikd.models.weights import card_for, save_model
 
 
@@ -79,7 +81,9 @@ def bare_step_rate(model: str, size: int, batch: int, threads: int, steps: int) 
     student = Student(create_model(model, input_size=size))
     target = copy.deepcopy(student.feature_extractor).eval()
     opt = torch.optim.SGD(param_groups(student, DistillConfig.model_fields["optim"].default))
-    x_al, x_mis, y = torch.randn(batch, 3, size, size), torch.randn(batch, 3, size, size), torch.rand(batch)
+    # ready tensors as the loop gets them: to_input of uint8 NHWC batches (channels_last layout)
+    pixels = np.random.default_rng(0).integers(0, 256, (2, batch, size, size, 3), dtype=np.uint8)
+    x_al, x_mis, y = to_input(pixels[0]), to_input(pixels[1]), torch.rand(batch)
     student.train()
 
     def step():
