@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import tempfile
 import time
@@ -168,12 +169,14 @@ def reference_rate(faces: str, model: str, size: int, batch: int, workers: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--images", type=int, default=None,
+                        help="synthetic faces (default: one epoch of --steps, so the run validates once, at the "
+                             "end, as a real epoch of millions of faces validates once per thousands of steps)")
     parser.add_argument("--model", default="iresnet_tiny")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32, help="micro batch per worker")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--zero", type=int, default=1)
     parser.add_argument("--strategy", choices=("deepspeed", "ddp"), default="deepspeed")
     parser.add_argument("--buffer-mb", type=int, default=256, help="data_buffer_mb of the run")
@@ -184,10 +187,12 @@ def main() -> None:
 
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as root:
-        faces = labelled_faces(root, args.images)
+        val_fraction = 0.02
+        images = args.images or math.ceil(args.steps * args.batch * args.workers / (1 - val_fraction) * 1.05)
+        faces = labelled_faces(root, images)
         weights = student_dir(root, args.model, args.size)
         share = cpus / (2 * args.workers)  # half the machine to training workers, half to the data actors
-        data = DataConfig(shards=[faces], label="q_bench", image_size=args.size, val_fraction=0.02,
+        data = DataConfig(shards=[faces], label="q_bench", image_size=args.size, val_fraction=val_fraction,
                           workers=args.workers, worker_cpus=share)
         cfg = DistillConfig(name="bench", storage=os.path.join(root, "runs"), data=data,
                             student=StudentConfig(weights=weights),
@@ -197,7 +202,7 @@ def main() -> None:
                             # faces) validates every ~5,000 steps, not every few steps of this small set
                             optim=OptimConfig(val_every=1.0, pretrain_fraction=1.0),
                             strategy=args.strategy, data_buffer_mb=args.buffer_mb,
-                            epochs=50, max_steps=args.steps, workers=args.workers, use_gpu=args.gpu,
+                            epochs=1, max_steps=args.steps, workers=args.workers, use_gpu=args.gpu,
                             cpus_per_worker=share, val_limit=64)
         loop = full_loop(cfg)
         threads = max(1, int(share))
@@ -209,7 +214,7 @@ def main() -> None:
     result = {
         "bench": "distill",
         "device": torch.cuda.get_device_name(0) if args.gpu and torch.cuda.is_available() else f"cpu x{cpus}",
-        "model": args.model, "input": args.size, "micro_batch": args.batch, "workers": args.workers,
+        "model": args.model, "input": args.size, "micro_batch": args.batch, "workers": args.workers, "images": images,
         "strategy": args.strategy, "zero_stage": args.zero, "steps": loop["steps"],
         "full_loop_images_per_s_per_worker": round(per_worker, 1),
         "full_loop_images_per_s_total": round(per_worker * args.workers, 1),

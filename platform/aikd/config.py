@@ -210,6 +210,7 @@ class DistillConfig(Frozen):
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(2, ge=0, description="worker failures survived by restarting from the checkpoint")
     val_limit: int = Field(2048, ge=1, description="validation rows kept in memory on rank 0")
+    log_every: int = Field(10, ge=1, description="optimizer steps between progress lines")
     data_buffer_mb: int = Field(
         256, ge=16, description="object store budget of the training stream: the decode/warp actors stay this "
         "far ahead of training instead of racing through every epoch (and stealing its CPUs)")

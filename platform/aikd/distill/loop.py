@@ -163,13 +163,13 @@ class Distiller:
         strategy.model.train()
         self.start, self.seen, self.data_wait = time.perf_counter(), 0, 0.0
         parts_sum, micro = {}, 0
-        fetched = time.perf_counter()
-        last_validated = state.step
+        fetched = window_start = time.perf_counter()
+        window_seen, last_validated = 0, state.step
         for batch in batches:
             if state.step >= plan.total_steps:
                 break
             if not self.seen:  # throughput counts from the first batch: pipeline start-up is one-off
-                self.start = time.perf_counter()
+                self.start = window_start = time.perf_counter()
             else:
                 self.data_wait += time.perf_counter() - fetched
             x_al = to_input(batch["aligned"], device=strategy.device).to(strategy.dtype)
@@ -190,12 +190,14 @@ class Distiller:
                 continue
             state.step += 1
             strategy.set_lr_factor(warmup_factor(state.step, plan.warmup_steps))
-            if strategy.is_rank0 and state.step % 10 == 0:
-                rate = self.seen / (time.perf_counter() - self.start)
-                means = {k: v / micro for k, v in parts_sum.items()}
-                self.log(f"step {state.step}/{plan.total_steps} consistency {means['consistency']:.4f} "
-                         f"quality {means['quality']:.4f} {rate:.0f} img/s/worker")
-                parts_sum, micro = {}, 0
+            if state.step % cfg.log_every == 0:
+                now = time.perf_counter()
+                if strategy.is_rank0:  # the rate of this window: what the run does now, not since it began
+                    rate = (self.seen - window_seen) / max(now - window_start, 1e-9)
+                    means = {k: v / micro for k, v in parts_sum.items()}
+                    self.log(f"step {state.step}/{plan.total_steps} consistency {means['consistency']:.4f} "
+                             f"quality {means['quality']:.4f} {rate:.0f} img/s/worker")
+                parts_sum, micro, window_start, window_seen = {}, 0, now, self.seen
             if self.should_validate(state.step):
                 self.validation(state)
                 last_validated = state.step
