@@ -45,3 +45,42 @@ def test_specs_validate_with_errors_naming_the_field(tmp_path):
         DistillConfig(name="t", storage="x", data=DataConfig(shards=["x"]), student=StudentConfig(weights="x"))
     with pytest.raises(ValidationError, match="train_last_k"):
         OptimConfig(train_last_k=-1)
+
+
+def _run_distiller(steps: int, log_every: int):
+    """The loop in one process (plain strategy, world size 1) on random uint8 batches."""
+    import copy
+
+    import numpy as np
+
+    from aikd.distill.loop import Distiller
+    from aikd.distill.params import param_groups
+    from aikd.distill.strategy import DDPStrategy
+    from aikd.models.student import create_student
+
+    torch.manual_seed(0)
+    cfg = _cfg(strategy="ddp", log_every=log_every, optim=OptimConfig(pretrain_fraction=1.0, val_every=1.0))
+    student = create_student("iresnet_tiny")
+    target = copy.deepcopy(student.feature_extractor).eval()
+    strategy = DDPStrategy(cfg, torch.device("cpu"))
+    strategy.prepare(student, param_groups(student, cfg.optim))
+    plan = Plan(steps_per_epoch=100, total_steps=steps, warmup_steps=2, pretrain_steps=100, val_steps=100)
+    rng = np.random.default_rng(0)
+    batches = ({"aligned": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
+                "misaligned": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
+                "quality": rng.random(4).astype(np.float32)} for _ in range(100))
+    lines, reports = [], []
+    distiller = Distiller(cfg, strategy, target, plan, val_batches=list,
+                          on_validation=lambda state, metrics, ema, improved: reports.append(dict(metrics)),
+                          log=lines.append)
+    return distiller.run(batches, TrainState()), lines, reports
+
+
+def test_loop_logs_every_log_every_steps_and_ends_on_a_validation():
+    state, lines, reports = _run_distiller(steps=6, log_every=2)
+    assert state.step == 6 and state.consumed == 24
+    assert [line.split()[1] for line in lines] == ["2/6", "4/6", "6/6"]
+    assert all(line.endswith("img/s/worker") for line in lines)
+    # the initial head, then the end of the run: the last steps are never lost
+    assert [r["step"] for r in reports] == [0, 6]
+    assert reports[-1]["images_per_s_per_worker"] > 0
