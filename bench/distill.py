@@ -177,13 +177,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="micro batch per worker")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--zero", type=int, default=1)
+    parser.add_argument("--zero", type=int, default=None,
+                        help="ZeRO stage (default: jobs/distill.yaml's 0; 1 with --gpu)")
     parser.add_argument("--strategy", choices=("deepspeed", "ddp"), default="deepspeed")
-    parser.add_argument("--buffer-mb", type=int, default=256, help="data_buffer_mb of the run")
+    parser.add_argument("--buffer-mb", type=int, default=None,
+                        help="data_buffer_mb of the run (default 32, 256 with --gpu): small against the run, so "
+                             "the decoders work throughout as in a long run instead of buffering most of it early")
     parser.add_argument("--gpu", action="store_true", help="reference GPU setting: iresnet100, 112, bf16, batch 64")
     args = parser.parse_args()
     if args.gpu:
         args.model, args.size, args.batch = "iresnet100", 112, 64
+    args.zero = args.zero if args.zero is not None else (1 if args.gpu else 0)
+    args.buffer_mb = args.buffer_mb or (256 if args.gpu else 32)
 
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as root:
@@ -215,7 +220,7 @@ def main() -> None:
         "bench": "distill",
         "device": torch.cuda.get_device_name(0) if args.gpu and torch.cuda.is_available() else f"cpu x{cpus}",
         "model": args.model, "input": args.size, "micro_batch": args.batch, "workers": args.workers, "images": images,
-        "strategy": args.strategy, "zero_stage": args.zero, "steps": loop["steps"],
+        "strategy": args.strategy, "zero_stage": args.zero, "data_buffer_mb": args.buffer_mb, "steps": loop["steps"],
         "full_loop_images_per_s_per_worker": round(per_worker, 1),
         "full_loop_images_per_s_total": round(per_worker * args.workers, 1),
         "full_loop_data_wait_fraction": round(loop["data_wait_fraction"] or 0.0, 3),

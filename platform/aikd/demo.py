@@ -47,8 +47,7 @@ def demo_plan(out: str, identities: int = 300, samples_per_identity: int = 10, f
     data = DataConfig(shards=[labelled], label=f"q_{TEACHER}", image_size=boot.image_size, misalignment=3.0,
                       val_fraction=0.1, workers=2, worker_cpus=0.5)
     distill = DistillConfig(name=f"demo-{TEACHER}", storage=root.join("distill").uri, data=data,
-                            student=StudentConfig(weights=fr_model), deepspeed=DeepSpeedConfig(zero_stage=1,
-                                                                                               micro_batch=32),
+                            student=StudentConfig(weights=fr_model), deepspeed=DeepSpeedConfig(micro_batch=32),
                             epochs=distill_epochs, workers=2, cpus_per_worker=0.5)
     eval_faces = root.join("eval_faces").uri
     student = resolve(distill.storage).join(distill.name, "student").uri

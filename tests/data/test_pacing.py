@@ -1,36 +1,48 @@
-"""Paced scheduling: Ray Data's loop pauses only while output waits for the consumer."""
+"""Paced scheduling: every step of Ray Data's loop lasts at least MIN_STEP_S, spinning ones sleep the rest."""
 
 import numpy as np
+import pytest
 
 from aikd.data import pacing
-from aikd.data.pacing import PacedScheduling, paced
+from aikd.data.pacing import MIN_STEP_S, PacedScheduling, paced
 
 
-class FakeExecutor:
-    def __init__(self, output_waiting: bool):
-        self.output_waiting = output_waiting
+class Clock:
+    """time.monotonic and time.sleep of the pacing module, without waiting."""
 
-    def _consumer_idling(self) -> bool:
-        return not self.output_waiting
+    def __init__(self, monkeypatch):
+        self.now, self.slept = 100.0, []
+        monkeypatch.setattr(pacing.time, "monotonic", lambda: self.now)
+        monkeypatch.setattr(pacing.time, "sleep", self.sleep)
 
-
-def pauses(monkeypatch, executor) -> list[float]:
-    slept: list[float] = []
-    monkeypatch.setattr(pacing.time, "sleep", slept.append)
-    PacedScheduling().on_execution_step(executor)
-    return slept
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
-def test_pauses_while_output_waits_for_the_consumer(monkeypatch):
-    assert pauses(monkeypatch, FakeExecutor(output_waiting=True)) == [pacing.PAUSE_S]
+def test_a_step_that_spun_sleeps_the_rest_of_the_minimum(monkeypatch):
+    clock, callback = Clock(monkeypatch), PacedScheduling()
+    callback.on_execution_step(None)  # the first step: nothing to measure against
+    clock.now += 0.002  # a step that never blocked
+    callback.on_execution_step(None)
+    assert clock.slept == [pytest.approx(MIN_STEP_S - 0.002)]
 
 
-def test_never_pauses_a_consumer_that_waits_for_data(monkeypatch):
-    assert pauses(monkeypatch, FakeExecutor(output_waiting=False)) == []
+def test_a_step_that_blocked_on_tasks_is_not_delayed(monkeypatch):
+    clock, callback = Clock(monkeypatch), PacedScheduling()
+    callback.on_execution_step(None)
+    clock.now += 0.1  # ray.wait's timeout
+    callback.on_execution_step(None)
+    assert clock.slept == []
 
 
-def test_an_executor_without_the_signal_gets_a_short_pause(monkeypatch):
-    assert pauses(monkeypatch, object()) == [pacing.PAUSE_S / 10]
+def test_spinning_steps_run_at_most_once_per_minimum(monkeypatch):
+    clock, callback = Clock(monkeypatch), PacedScheduling()
+    start = clock.now
+    for _ in range(11):
+        callback.on_execution_step(None)
+        clock.now += 0.001
+    assert clock.now - start >= 10 * MIN_STEP_S
 
 
 def test_paced_dataset_keeps_every_row_and_leaves_the_global_context_alone(ray_local):
