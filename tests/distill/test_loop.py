@@ -35,10 +35,10 @@ def test_train_state_round_trips_through_json():
 
 def test_specs_validate_with_errors_naming_the_field(tmp_path):
     cfg = load_spec("jobs/distill.yaml", DistillConfig)
-    assert cfg.deepspeed.zero_stage == 1 and cfg.workers == 2 and cfg.bootstrap is not None
+    assert cfg.deepspeed.zero_stage == 0 and cfg.workers == 2 and cfg.bootstrap is not None
     gpu = load_spec("jobs/distill_gpu_reference.yaml", DistillConfig)
-    assert (gpu.student.backbone, gpu.data.image_size, gpu.deepspeed.precision, gpu.deepspeed.micro_batch) == (
-        "iresnet100", 112, "bf16", 64)
+    assert (gpu.student.backbone, gpu.data.image_size, gpu.deepspeed.precision, gpu.deepspeed.micro_batch,
+            gpu.deepspeed.zero_stage) == ("iresnet100", 112, "bf16", 64, 1)
     with pytest.raises(ValueError, match=r"deepspeed.zero_stage: Input should be 0, 1 or 2"):
         load_spec("jobs/distill.yaml", DistillConfig, {"deepspeed.zero_stage": 3})
     with pytest.raises(ValidationError, match="set data.label"):
