@@ -19,7 +19,11 @@ from __future__ import annotations
 import time
 
 import ray.data
-from ray.data._internal.execution.execution_callback import ExecutionCallback
+
+try:  # a developer interface of Ray Data (2.60); without it streams simply run unpaced
+    from ray.data._internal.execution.execution_callback import ExecutionCallback
+except ImportError:  # pragma: no cover - other Ray versions
+    ExecutionCallback = object
 
 MIN_STEP_S = 0.02
 
@@ -40,7 +44,7 @@ class PacedScheduling(ExecutionCallback):
 
 def paced(ds: ray.data.Dataset) -> ray.data.Dataset:
     """``ds`` with :class:`PacedScheduling` in its own DataContext (the global one is untouched)."""
-    callbacks = ds.context.custom_execution_callback_classes
-    if PacedScheduling not in callbacks:
+    callbacks = getattr(ds.context, "custom_execution_callback_classes", None)
+    if callbacks is not None and ExecutionCallback is not object and PacedScheduling not in callbacks:
         callbacks.append(PacedScheduling)
     return ds
