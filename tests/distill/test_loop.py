@@ -1,9 +1,15 @@
+import copy
+
+import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 
 from aikd.config import DataConfig, DistillConfig, OptimConfig, StudentConfig, load_spec
-from aikd.distill.loop import EMA, Plan, TrainState
+from aikd.distill.loop import EMA, Distiller, Plan, TrainState
+from aikd.distill.params import param_groups
+from aikd.distill.strategy import DDPStrategy
+from aikd.models.student import create_student
 
 
 def _cfg(**kw) -> DistillConfig:
@@ -48,18 +54,12 @@ def test_specs_validate_with_errors_naming_the_field(tmp_path):
 
 
 def _run_distiller(steps: int, log_every: int):
-    """The loop in one process (plain strategy, world size 1) on random uint8 batches."""
-    import copy
+    """The loop in one process (plain strategy, world size 1) on random uint8 batches.
 
-    import numpy as np
-
-    from aikd.distill.loop import Distiller
-    from aikd.distill.params import param_groups
-    from aikd.distill.strategy import DDPStrategy
-    from aikd.models.student import create_student
-
+    The plan, not the config, sets when validation happens: here only at the start and the end.
+    """
     torch.manual_seed(0)
-    cfg = _cfg(strategy="ddp", log_every=log_every, optim=OptimConfig(pretrain_fraction=1.0, val_every=1.0))
+    cfg = _cfg(strategy="ddp", log_every=log_every)
     student = create_student("iresnet_tiny")
     target = copy.deepcopy(student.feature_extractor).eval()
     strategy = DDPStrategy(cfg, torch.device("cpu"))
