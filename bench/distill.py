@@ -34,11 +34,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from aikd.config import DataConfig, DeepSpeedConfig, DistillConfig, ObjectiveConfig, OptimConfig, StudentConfig
+from aikd.config import DataConfig, DistillConfig, EngineConfig, ObjectiveConfig, OptimConfig, Resources, StudentConfig
 from aikd.data.shards import shard_files
 from aikd.data.synth import SynthConfig, write_synthetic
 from aikd.distill.objective import aikd_loss
-from aikd.distill.params import param_groups
+from aikd.distill.params import freeze_all_but, param_groups
 from aikd.models import create_model
 from aikd.models.student import Student
 from aikd.models.transforms import to_input
@@ -81,7 +81,9 @@ def bare_step_rate(model: str, size: int, batch: int, threads: int, steps: int) 
     torch.manual_seed(0)
     student = Student(create_model(model, input_size=size))
     target = copy.deepcopy(student.feature_extractor).eval()
-    opt = torch.optim.SGD(param_groups(student, DistillConfig.model_fields["optim"].default))
+    groups = param_groups(student, DistillConfig.model_fields["optim"].default)
+    freeze_all_but(student, groups)  # as the strategies do: no gradients for the frozen backbone
+    opt = torch.optim.SGD(groups)
     # ready tensors as the loop gets them: to_input of uint8 NHWC batches (channels_last layout)
     pixels = np.random.default_rng(0).integers(0, 256, (2, batch, size, size, 3), dtype=np.uint8)
     x_al, x_mis, y = to_input(pixels[0]), to_input(pixels[1]), torch.rand(batch)
@@ -146,7 +148,9 @@ def reference_rate(faces: str, model: str, size: int, batch: int, workers: int, 
         torch.manual_seed(0)
         student = Student(create_model(model, input_size=size))
         target = copy.deepcopy(student.feature_extractor).eval()
-        opt = torch.optim.SGD(param_groups(student, DistillConfig.model_fields["optim"].default))
+        groups = param_groups(student, DistillConfig.model_fields["optim"].default)
+        freeze_all_but(student, groups)  # the reference trains the head and the last tensors only, too
+        opt = torch.optim.SGD(groups)
         student.train()
         n, start, first = 0, None, True
         for i, (x_al, x_mis) in enumerate(loader):
@@ -198,17 +202,18 @@ def main() -> None:
         weights = student_dir(root, args.model, args.size)
         share = cpus / (2 * args.workers)  # half the machine to training workers, half to the data actors
         data = DataConfig(shards=[faces], label="q_bench", image_size=args.size, val_fraction=val_fraction,
-                          workers=args.workers, worker_cpus=share)
+                          resources=Resources(workers=args.workers, cpus_per_worker=share))
         cfg = DistillConfig(name="bench", storage=os.path.join(root, "runs"), data=data,
                             student=StudentConfig(weights=weights),
-                            deepspeed=DeepSpeedConfig(zero_stage=args.zero, micro_batch=args.batch,
-                                                      precision="bf16" if args.gpu else "fp32"),
+                            engine=EngineConfig(zero_stage=args.zero, micro_batch=args.batch,
+                                                precision="bf16" if args.gpu else "fp32"),
                             # validate and checkpoint once, at the end: a real epoch (millions of
                             # faces) validates every ~5,000 steps, not every few steps of this small set
                             optim=OptimConfig(val_every=1.0, pretrain_fraction=1.0),
                             strategy=args.strategy, data_buffer_mb=args.buffer_mb,
-                            epochs=1, max_steps=args.steps, workers=args.workers, use_gpu=args.gpu,
-                            cpus_per_worker=share, val_limit=64)
+                            epochs=1, max_steps=args.steps, val_limit=64,
+                            resources=Resources(workers=args.workers, cpus_per_worker=share,
+                                                gpus_per_worker=1 if args.gpu else 0))
         loop = full_loop(cfg)
         threads = max(1, int(share))
         bound_alone = bare_step_rate(args.model, args.size, args.batch, threads, steps=max(args.steps // 4, 5))

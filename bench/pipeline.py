@@ -114,10 +114,10 @@ def _timed(batch_sizes) -> dict:
 
 # ---------------------------------------------------------------- aikd path
 def aikd_rate(shards: str, batch: int, workers: int) -> dict:
-    from aikd.config import DataConfig
+    from aikd.config import DataConfig, Resources
     from aikd.data.pipeline import face_pipeline
 
-    cfg = DataConfig(shards=[shards], image_size=112, val_fraction=0.0, workers=workers)
+    cfg = DataConfig(shards=[shards], image_size=112, val_fraction=0.0, resources=Resources(workers=workers))
     batches = face_pipeline(cfg).dataset.iter_batches(batch_size=batch, batch_format="numpy")
     return _timed(len(b["aligned"]) for b in batches)
 

@@ -82,29 +82,29 @@ def synth_shards(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def fr_run(ray_local, tmp_path_factory):
     """One FR pretraining run on 2,000 synthetic faces, shared by every test that needs a model."""
-    from aikd.config import DataConfig, FRTrainConfig
+    from aikd.config import DataConfig, FRTrainConfig, Resources
     from aikd.data.synth import SynthConfig, write_synthetic
     from aikd.frtrain import run_fr_train
 
     root = tmp_path_factory.mktemp("fr")
     faces = str(root / "faces")
     write_synthetic(faces, SynthConfig(identities=100, samples_per_identity=20, seed=21))
+    half = Resources(workers=2, cpus_per_worker=0.5)
     data = DataConfig(shards=[faces], image_size=64, split_by="subject_id", val_fraction=0.2,
-                      misalignment=0.0, workers=2, worker_cpus=0.5)
-    cfg = FRTrainConfig(data=data, out=str(root / "model"), epochs=3, workers=2, cpus_per_worker=0.5,
-                        model_args={"dropout": 0.4})
+                      misalignment=0.0, resources=half)
+    cfg = FRTrainConfig(data=data, out=str(root / "model"), epochs=3, resources=half, model_args={"dropout": 0.4})
     return cfg, run_fr_train(cfg)
 
 
 @pytest.fixture(scope="session")
 def labelled_run(fr_run, tmp_path_factory):
     """The FR run's faces labelled by three teachers (serfiq, crfiqa, norm)."""
-    from aikd.config import LabelConfig, TeacherSpec
+    from aikd.config import LabelConfig, Resources, TeacherSpec
     from aikd.label import run_label
 
     cfg, _ = fr_run
     out = str(tmp_path_factory.mktemp("labelled") / "shards")
-    job = LabelConfig(shards=cfg.data.shards, out=out, workers=2, worker_cpus=0.5, teachers=[
+    job = LabelConfig(shards=cfg.data.shards, out=out, resources=Resources(workers=2, cpus_per_worker=0.5), teachers=[
         TeacherSpec(name="serfiq", options={"model": cfg.out, "passes": 30}),
         TeacherSpec(name="crfiqa", options={"model": cfg.out}),
         TeacherSpec(name="norm", options={"model": cfg.out}),

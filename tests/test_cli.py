@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from aikd.cli import main
 from aikd.data.shards import read_shards
 
@@ -23,6 +25,25 @@ def test_user_errors_are_one_line_not_a_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "landmarks file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_bug_shows_its_traceback_and_is_not_a_user_error(monkeypatch, capsys):
+    import aikd.cli
+
+    def buggy(args):
+        return [1, 2][5]  # an IndexError: a bug, not something the user can fix
+
+    monkeypatch.setattr(aikd.cli, "_cmd_synth", buggy)
+    with pytest.raises(IndexError):
+        main(["synth", "--out", "x"])
+
+
+def test_a_bad_spec_is_one_line_with_exit_status_2(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("job: distill\nname: n\nstorage: s\nworkers: 3\n")
+    assert main(["run", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "field 'workers' was renamed: set resources.workers" in err
 
 
 def test_bad_uri_scheme_is_reported(capsys):

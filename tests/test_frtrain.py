@@ -1,8 +1,8 @@
 import pytest
 
 from aikd.config import DataConfig, FRTrainConfig, load_spec
-from aikd.frtrain import class_centres
-from aikd.models.weights import load_model, read_card
+from aikd.errors import ConfigError
+from aikd.models.weights import class_centres, load_model, read_card
 
 
 def test_fr_training_improves_held_out_verification(fr_run):
@@ -30,8 +30,8 @@ def test_fr_spec_must_hold_out_identities():
 
 def test_the_shipped_spec_validates_and_typos_name_the_field(tmp_path):
     cfg = load_spec("jobs/fr_train.yaml", FRTrainConfig, {"epochs": 2})
-    assert cfg.epochs == 2 and cfg.data.split_by == "subject_id"
+    assert cfg.epochs == 2 and cfg.data.split_by == "subject_id" and cfg.out.endswith("runs/default/fr_model")
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {shards: [x], split_by: subject_id}\nout: y\nepocs: 3\n")
-    with pytest.raises(ValueError, match=r"bad.yaml: invalid FRTrainConfig: epocs: Extra inputs"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: invalid FRTrainConfig: epocs: Extra inputs"):
         load_spec(str(bad), FRTrainConfig)

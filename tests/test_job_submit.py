@@ -40,9 +40,9 @@ def test_ray_job_submit_runs_the_executable_distill_spec(cluster, tmp_path):
     env, address = cluster
     env = dict(env, RAY_AUTH_MODE="token")  # what the README tells users to set after `ray start`
     root = tmp_path / "default"
+    # the spec's embedded default, smaller and elsewhere: its data and student paths follow the root
     overrides = [f"bootstrap.root={root}", "bootstrap.identities=24", "bootstrap.samples_per_identity=6",
-                 "bootstrap.fr_epochs=1", "bootstrap.serfiq_passes=10", f"data.shards=[{root}/labelled]",
-                 f"student.weights={root}/fr_model", f"storage={tmp_path}/runs", "max_steps=4"]
+                 "bootstrap.fr_epochs=1", "bootstrap.serfiq_passes=10", f"storage={tmp_path}/runs", "max_steps=4"]
     args = [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit", "--address", address,
             "--working-dir", ".", "--", "jobs/distill.yaml"]
     for o in overrides:
@@ -50,5 +50,5 @@ def test_ray_job_submit_runs_the_executable_distill_spec(cluster, tmp_path):
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in (proc.stdout + proc.stderr).lower()
-    _, card = load_model(str(tmp_path / "runs" / "default-serfiq" / "student"))
+    _, card = load_model(str(tmp_path / "runs" / "default-serfiq" / "best"))
     assert card.kind == "student" and card.lineage["label"] == "q_serfiq"

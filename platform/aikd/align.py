@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from aikd.errors import AikdError
+
 # ArcFace 112x112 template: left eye, right eye, nose tip, left mouth, right mouth (x, y).
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
@@ -20,7 +22,7 @@ TEMPLATE_SIZE = 112
 MIN_POINT_DISTANCE = 1e-3  # pixels: closer landmarks are treated as coincident
 
 
-class AlignmentError(ValueError):
+class AlignmentError(AikdError):
     """Landmarks from which no meaningful alignment can be computed."""
 
 
@@ -49,7 +51,7 @@ def degenerate_reason(landmarks: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         diff = pts[:, :, None, :] - pts[:, None, :, :]
         dist = np.where(np.eye(5, dtype=bool), np.inf, np.sqrt((diff**2).sum(-1)))
-        coincident = dist.reshape(len(pts), -1).min(axis=1) < MIN_POINT_DISTANCE
+        coincident = dist.reshape(len(pts), 25).min(axis=1, initial=np.inf) < MIN_POINT_DISTANCE
     reasons[finite & coincident] = "coincident landmarks"
     return reasons
 
@@ -97,6 +99,20 @@ def warp_batch(images: list[np.ndarray], matrices: np.ndarray, size: int, out: n
     for i, (image, m) in enumerate(zip(images, matrices, strict=True)):
         target = out[i] if channels > 1 else out[i, :, :, 0]
         warp(image, m, size, out=target)  # straight into the batch: no per-image copy
+    return out
+
+
+def warp_rgb(images: list[np.ndarray], matrices: np.ndarray, size: int) -> np.ndarray:
+    """Warp decoded BGR sources to (N, size, size, 3) RGB crops, the models' channel order.
+
+    The colour conversion runs on the small crops rather than the large sources, in
+    place, as one SIMD pass over the whole batch.
+    """
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    if images:
+        warp_batch(images, matrices, size, out=out)
+        flat = out.reshape(-1, size, 3)
+        cv2.cvtColor(flat, cv2.COLOR_BGR2RGB, dst=flat)
     return out
 
 

@@ -1,7 +1,7 @@
 """``aikd <job> ...``: one sub-command per job kind.
 
-Errors a user can cause end in one line naming what to fix (exit status 2), not a
-traceback from deep inside a library.
+Errors a user can cause (:class:`aikd.errors.AikdError`) end in one line naming what to
+fix, exit status 2; anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -10,23 +10,19 @@ import argparse
 import json
 import sys
 
-from aikd.data.ingest import IngestError
-from aikd.data.safe_pickle import UnsafePickleError
-from aikd.data.schema import ShardSchemaError
-from aikd.runtime import JobFailed
-from aikd.storage import StorageError
-
-USER_ERRORS = (StorageError, IngestError, ShardSchemaError, UnsafePickleError, FileNotFoundError, ValueError,
-               JobFailed)
+from aikd.errors import AikdError, ConfigError
 
 
 def _cmd_synth(args: argparse.Namespace) -> dict:
     from aikd.data.synth import SynthConfig, write_synthetic
     from aikd.progress import progress_bar
 
-    cfg = SynthConfig(identities=args.identities, samples_per_identity=args.samples_per_identity,
-                      seed=args.seed, degraded_share=args.degraded_share,
-                      min_canvas=args.min_canvas, max_canvas=args.max_canvas)
+    try:
+        cfg = SynthConfig(identities=args.identities, samples_per_identity=args.samples_per_identity,
+                          seed=args.seed, degraded_share=args.degraded_share,
+                          min_canvas=args.min_canvas, max_canvas=args.max_canvas)
+    except ValueError as err:
+        raise ConfigError(f"synth: {err}") from None
     with progress_bar("synth", cfg.total) as advance:
         return write_synthetic(args.out, cfg, rows_per_shard=args.rows_per_shard, progress=advance)
 
@@ -56,7 +52,7 @@ def _overrides(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise ValueError(f"--set expects key=value (dotted keys allowed), got {pair!r}")
+            raise ConfigError(f"--set expects key=value (dotted keys allowed), got {pair!r}")
         key, value = pair.split("=", 1)
         out[key] = yaml.safe_load(value)
     return out
@@ -85,10 +81,13 @@ def run_spec(kind: str | None, spec: str, overrides: dict) -> dict:
     if kind is None:
         location = resolve(spec)
         if not location.exists():
-            raise FileNotFoundError(f"job spec not found: {location.uri}")
-        kind = (yaml.safe_load(location.read_text()) or {}).get("job")
+            raise ConfigError(f"job spec not found: {location.uri}")
+        try:
+            kind = (yaml.safe_load(location.read_text()) or {}).get("job")
+        except (yaml.YAMLError, AttributeError) as err:
+            raise ConfigError(f"{spec}: not a YAML mapping of fields ({err})") from None
         if kind not in jobs:
-            raise ValueError(f"{spec}: field 'job' must be one of {sorted(jobs)}, got {kind!r}")
+            raise ConfigError(f"{spec}: field 'job' must be one of {sorted(jobs)}, got {kind!r}")
     model, runner = jobs[kind]
     return runner(load_spec(spec, model, overrides))
 
@@ -108,7 +107,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
     from aikd.demo import run_demo
 
-    result = run_demo(args.out, identities=args.identities, samples_per_identity=args.samples_per_identity)
+    sizes = {"identities": args.identities, "samples_per_identity": args.samples_per_identity}
+    result = run_demo(args.out, **{k: v for k, v in sizes.items() if v is not None})
     ray.shutdown()  # flush and stop the workers' log forwarding before the summary
     print("\n" + result["table"])
     print("\n".join(result["verdict"]))
@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the main job on the embedded default (local, CPU only)")
     d.add_argument("--out", default="runs/demo", help="run URI")
-    d.add_argument("--identities", type=int, default=300)
-    d.add_argument("--samples-per-identity", type=int, default=10)
+    d.add_argument("--identities", type=int, default=None, help="default: the embedded default's")
+    d.add_argument("--samples-per-identity", type=int, default=None, help="default: the embedded default's")
     d.set_defaults(func=_cmd_demo)
     return parser
 
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
-    except USER_ERRORS as err:
+    except AikdError as err:
         print(f"aikd {args.command}: error: {err}", file=sys.stderr)
         return 2
     if result is not None:

@@ -1,14 +1,18 @@
 """Typed, frozen job configuration, one model per concern, loaded from YAML.
 
 Unknown keys are rejected and every error names the field, so a typo in a job spec is
-a one-line message instead of a silently new key.
+a one-line message instead of a silently new key. Every job's spec shares one shape
+(docs/jobs.md): a ``resources`` section, outputs under one URI, and optionally a
+``bootstrap`` section that runs it on the embedded default.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aikd.errors import ConfigError
 
 
 def load_spec(uri: str, model: type[BaseModel], overrides: dict | None = None) -> BaseModel:
@@ -19,13 +23,13 @@ def load_spec(uri: str, model: type[BaseModel], overrides: dict | None = None) -
 
     location = resolve(uri)
     if not location.exists():
-        raise FileNotFoundError(f"job spec not found: {location.uri}")
+        raise ConfigError(f"job spec not found: {location.uri}")
     try:
         data = yaml.safe_load(location.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"{location.uri}: not valid YAML ({err})") from None
+        raise ConfigError(f"{location.uri}: not valid YAML ({err})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{location.uri}: a job spec is a mapping of fields, got {type(data).__name__}")
+        raise ConfigError(f"{location.uri}: a job spec is a mapping of fields, got {type(data).__name__}")
     data.pop("job", None)  # the job kind, read by `aikd run`
     for dotted, value in (overrides or {}).items():
         node = data
@@ -33,19 +37,76 @@ def load_spec(uri: str, model: type[BaseModel], overrides: dict | None = None) -
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = value
+    return validate(model, data, source=location.uri)
+
+
+def validate(model: type[BaseModel], data: dict, source: str = "spec") -> BaseModel:
+    """``model.model_validate`` whose failure is one :class:`ConfigError` line naming every bad field."""
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
-        raise ValueError(f"{location.uri}: invalid {model.__name__}: " + "; ".join(lines)) from None
+        lines = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"])
+            message = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {message}" if where else message)
+        raise ConfigError(f"{source}: invalid {model.__name__}: " + "; ".join(lines)) from None
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    """``top`` over ``base``, recursively for mappings (lists and values of ``top`` replace)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 class Frozen(BaseModel):
+    """Immutable, unknown keys refused; fields a spec may still carry under an old name say their new one."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+    renamed: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spellings(cls, data):
+        if isinstance(data, dict):
+            for old, new in cls.renamed.items():
+                if old in data:
+                    raise ValueError(f"field {old!r} was renamed: set {new}")
+        return data
+
+
+class Resources(Frozen):
+    """What each worker (Ray Train) or actor (Ray Data) of a job asks Ray for.
+
+    The device follows what Ray gave: a worker given a GPU runs on it, one given none
+    runs on the CPU whatever the machine has.
+    """
+
+    workers: int = Field(2, ge=1, description="training workers or actors")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0, description="0: CPU only; 1: one GPU each; fractions share one")
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+    @property
+    def threads(self) -> int:
+        """Torch threads of a CPU worker: the CPUs it holds (at least one)."""
+        return max(1, int(self.cpus_per_worker))
+
+
+# the spellings jobs used before they shared one Resources section
+RESOURCE_RENAMES = {"workers": "resources.workers", "worker_cpus": "resources.cpus_per_worker",
+                    "cpus_per_worker": "resources.cpus_per_worker", "use_gpu": "resources.gpus_per_worker"}
 
 
 class DataConfig(Frozen):
     """Where the faces are and how the training pipeline prepares them."""
+
+    renamed: ClassVar[dict[str, str]] = {k: f"data.{v}" for k, v in RESOURCE_RENAMES.items()}
 
     shards: list[str] = Field(min_length=1, description="URIs of face shard prefixes or files")
     label: str | None = Field(None, description="quality label column (e.g. q_serfiq); None for none")
@@ -59,8 +120,7 @@ class DataConfig(Frozen):
     val_misaligned: bool = Field(False, description="validation rows also get a misaligned twin (fixed noise)")
     seed: int = 0
     batch_size: int = Field(256, ge=1, description="rows per decode + warp call (and per output block)")
-    workers: int = Field(2, ge=1, description="decode/warp actors (each keeps tasks queued: no scheduling gaps)")
-    worker_cpus: float = Field(1.0, gt=0.0, description="CPUs reserved per decode/warp actor")
+    resources: Resources = Field(Resources(), description="decode/warp actors (each keeps tasks queued)")
 
     @field_validator("label")
     @classmethod
@@ -69,9 +129,85 @@ class DataConfig(Frozen):
             raise ValueError(f"label must name a quality column 'q_<teacher>', got {value!r}")
         return value
 
+    @field_validator("resources")
+    @classmethod
+    def _decoding_runs_on_cpus(cls, value: Resources) -> Resources:
+        if value.use_gpu:
+            raise ValueError("decode/warp actors run on CPUs: set data.resources.gpus_per_worker: 0")
+        return value
 
-class FRTrainConfig(Frozen):
+
+class EmbeddedDefault(Frozen):
+    """The embedded default's inputs, one set of numbers: synthetic faces -> FR model -> teacher labels.
+
+    No data set or pretrained model can be downloaded on the default machine, so a job
+    spec may say ``bootstrap: {root: ...}``: the inputs it needs are built under
+    ``root`` where missing (idempotent), and the fields it leaves out come from
+    :meth:`stage` (one place for the default's paths, sizes and resources).
+    """
+
+    root: str = Field("runs/default", description="URI under which faces/, fr_model/ and labelled/ live")
+    identities: int = Field(300, ge=4)
+    samples_per_identity: int = Field(10, ge=2)
+    seed: int = 0
+    image_size: int = Field(64, ge=16)
+    fr_epochs: int = Field(10, ge=1)
+    teachers: list[str] = Field(default_factory=lambda: ["serfiq", "crfiqa", "norm"])
+    teacher: str = Field("serfiq", description="whose labels the default distillation learns")
+    serfiq_passes: int = Field(50, ge=2)
+    resources: Resources = Resources(workers=2, cpus_per_worker=0.5)  # 2 workers + 2 data actors = 2 CPUs
+
+    def path(self, name: Literal["faces", "fr_model", "labelled"]) -> str:
+        from aikd.storage import resolve
+
+        return resolve(self.root).join(name).uri
+
+    def stage(self, kind: str) -> dict:
+        """The spec fields of one job kind on the default (a job's own fields override them)."""
+        res = self.resources.model_dump()
+        data = {"image_size": self.image_size, "seed": self.seed, "resources": res}
+        if kind == "fr-train":
+            return {"data": data | {"shards": [self.path("faces")], "split_by": "subject_id", "val_fraction": 0.2,
+                                    "misalignment": 0.0},
+                    # dropout before the embedding: SER-FIQ samples sub-networks through it
+                    "out": self.path("fr_model"), "model": "iresnet_tiny", "model_args": {"dropout": 0.4},
+                    "epochs": self.fr_epochs, "seed": self.seed, "resources": res}
+        if kind == "label":
+            options = {"serfiq": {"passes": self.serfiq_passes}}
+            return {"shards": [self.path("faces")], "out": self.path("labelled"), "resources": res,
+                    "teachers": [{"name": t, "options": {"model": self.path("fr_model")} | options.get(t, {})}
+                                 for t in self.teachers]}
+        if kind == "distill":
+            return {"data": data | {"shards": [self.path("labelled")], "label": f"q_{self.teacher}",
+                                    "misalignment": 3.0, "val_fraction": 0.1},
+                    "student": {"weights": self.path("fr_model")}, "engine": {"micro_batch": 32},
+                    "resources": res}
+        raise ConfigError(f"the embedded default has no {kind!r} stage; valid: fr-train, label, distill")
+
+
+class JobSpec(Frozen):
+    """What every job spec shares: its resources, and the embedded default filling what it leaves out."""
+
+    kind: ClassVar[str] = ""
+    renamed: ClassVar[dict[str, str]] = RESOURCE_RENAMES
+
+    resources: Resources = Resources()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_default(cls, data):
+        if isinstance(data, dict) and data.get("bootstrap") is not None and "bootstrap" in cls.model_fields:
+            default = data["bootstrap"]
+            default = default if isinstance(default, EmbeddedDefault) else EmbeddedDefault.model_validate(default)
+            dumped = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in data.items()}
+            return deep_merge(default.stage(cls.kind), dumped)
+        return data
+
+
+class FRTrainConfig(JobSpec):
     """Face recognition pretraining: a backbone plus a margin head on aligned shards."""
+
+    kind: ClassVar[str] = "fr-train"
 
     data: DataConfig
     out: str = Field(description="URI of the model directory to write (safetensors + card)")
@@ -85,11 +221,10 @@ class FRTrainConfig(Frozen):
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    workers: int = Field(2, ge=1)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(2, ge=0, description="worker failures survived (training restarts from its start)")
     log_every: int = Field(20, ge=1, description="steps between progress lines")
     seed: int = 0
+    bootstrap: EmbeddedDefault | None = Field(None, description="train the embedded default's FR model")
 
     @field_validator("data")
     @classmethod
@@ -111,16 +246,16 @@ class TeacherSpec(Frozen):
         return f"q_{self.label or self.name}"
 
 
-class LabelConfig(Frozen):
+class LabelConfig(JobSpec):
     """A label job: face shards in, the same shards plus one column per teacher out."""
+
+    kind: ClassVar[str] = "label"
 
     shards: list[str] = Field(min_length=1)
     out: str
     teachers: list[TeacherSpec] = Field(min_length=1)
-    workers: int = Field(2, ge=1, description="teacher actors")
-    worker_cpus: float = Field(1.0, gt=0)
-    use_gpu: bool = Field(False, description="one GPU per teacher actor")
     batch_size: int = Field(256, ge=1, description="rows aligned and scored at once")
+    bootstrap: EmbeddedDefault | None = Field(None, description="label the embedded default's faces")
 
     @field_validator("teachers")
     @classmethod
@@ -129,25 +264,6 @@ class LabelConfig(Frozen):
         if len(set(columns)) != len(columns):
             raise ValueError(f"two teachers write the same column: {columns}; set 'label' to tell them apart")
         return teachers
-
-
-class BootstrapConfig(Frozen):
-    """The embedded default's inputs, made where missing: synthetic faces, an FR model, teacher labels.
-
-    No data set or pretrained model can be downloaded on the default machine, so a job
-    spec may ask for them to be built first (idempotent: what exists is kept).
-    """
-
-    root: str = Field("runs/default", description="URI under which faces/, fr_model/ and labelled/ live")
-    identities: int = Field(200, ge=4)
-    samples_per_identity: int = Field(10, ge=2)
-    seed: int = 0
-    image_size: int = Field(64, ge=16)
-    fr_epochs: int = Field(8, ge=1)
-    teachers: list[str] = Field(default_factory=lambda: ["serfiq", "crfiqa", "norm"])
-    serfiq_passes: int = Field(50, ge=2)
-    workers: int = Field(2, ge=1)
-    cpus_per_worker: float = Field(0.5, gt=0)
 
 
 class StudentConfig(Frozen):
@@ -170,7 +286,7 @@ class ObjectiveConfig(Frozen):
 
 
 class OptimConfig(Frozen):
-    """The reference optimisation (AIKD.md), every knob named."""
+    """The reference optimisation (docs/method.md), every knob named."""
 
     head_lr: float = Field(0.05, gt=0)
     head_momentum: float = Field(0.9, ge=0, lt=1)
@@ -185,15 +301,20 @@ class OptimConfig(Frozen):
     ema_old_weight: float = Field(0.1, ge=0, lt=1, description="EMA: new = w * old + (1 - w) * current")
 
 
-class DeepSpeedConfig(Frozen):
-    zero_stage: Literal[0, 1, 2] = 0
+class EngineConfig(Frozen):
+    """How one optimizer step is computed, whichever strategy runs it."""
+
+    micro_batch: int = Field(64, ge=1, description="samples per worker per forward/backward")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    micro_batch: int = Field(64, ge=1, description="per worker")
-    grad_accum: int = Field(1, ge=1)
+    zero_stage: Literal[0, 1, 2] = Field(0, description="DeepSpeed ZeRO stage (the deepspeed strategy only)")
 
 
-class DistillConfig(Frozen):
+class DistillConfig(JobSpec):
     """An AI-KD distillation run. ``storage``/``name`` identify it: the same pair resumes."""
+
+    kind: ClassVar[str] = "distill"
+    renamed: ClassVar[dict[str, str]] = RESOURCE_RENAMES | {"deepspeed": "engine"}
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     storage: str = Field(description="URI under which runs live (disk or s3://)")
@@ -201,20 +322,18 @@ class DistillConfig(Frozen):
     student: StudentConfig
     objective: ObjectiveConfig = ObjectiveConfig()
     optim: OptimConfig = OptimConfig()
-    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    engine: EngineConfig = EngineConfig()
     strategy: Literal["deepspeed", "ddp"] = "deepspeed"
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (budgets, tests)")
-    workers: int = Field(2, ge=1)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(2, ge=0, description="worker failures survived by restarting from the checkpoint")
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept (the newest); the best student is in best/")
     val_limit: int = Field(2048, ge=1, description="validation rows kept in memory on rank 0")
     log_every: int = Field(10, ge=1, description="optimizer steps between progress lines")
     data_buffer_mb: int = Field(
         256, ge=16, description="object store budget of the training stream: the decode/warp actors stay this "
         "far ahead of training instead of racing through every epoch (and stealing its CPUs)")
-    bootstrap: BootstrapConfig | None = Field(None, description="build the embedded default's inputs first")
+    bootstrap: EmbeddedDefault | None = Field(None, description="build the embedded default's inputs first")
 
     @field_validator("data")
     @classmethod
@@ -222,6 +341,13 @@ class DistillConfig(Frozen):
         if data.label is None:
             raise ValueError("distillation needs a teacher label column: set data.label (e.g. q_serfiq)")
         return data
+
+    @model_validator(mode="after")
+    def _zero_needs_deepspeed(self) -> DistillConfig:
+        if self.strategy != "deepspeed" and self.engine.zero_stage != 0:
+            raise ValueError(f"engine.zero_stage {self.engine.zero_stage} needs strategy: deepspeed "
+                             f"(the {self.strategy} strategy keeps whole optimizer state on every worker)")
+        return self
 
 
 class FIQASpec(Frozen):
@@ -239,8 +365,10 @@ class FIQASpec(Frozen):
         return self
 
 
-class EvaluateConfig(Frozen):
+class EvaluateConfig(JobSpec):
     """EDC / pAUC of FIQA models under alignment conditions, with an FR model scoring comparisons."""
+
+    kind: ClassVar[str] = "evaluate"
 
     shards: list[str] = Field(min_length=1)
     out: str
@@ -258,9 +386,21 @@ class EvaluateConfig(Frozen):
     max_mated: int = Field(100_000, ge=1)
     non_mated: int = Field(1_000_000, ge=1)
     pairs_file: str | None = Field(None, description="LFW pairs.txt or CSV; default: pairs built from subject ids")
-    workers: int = Field(2, ge=1)
-    worker_cpus: float = Field(1.0, gt=0)
     batch_size: int = Field(256, ge=1)
+
+    @field_validator("fmr")
+    @classmethod
+    def _fmr_is_a_rate(cls, values: list[float]) -> list[float]:
+        if not values or not all(0 < v < 1 for v in values):
+            raise ValueError(f"fmr values must be in (0, 1), got {values}")
+        return values
+
+    @field_validator("pauc_limits")
+    @classmethod
+    def _limits_are_fractions(cls, values: list[float]) -> list[float]:
+        if not values or not all(0 < v <= 1 for v in values):
+            raise ValueError(f"pauc_limits must be in (0, 1], got {values}")
+        return values
 
     @field_validator("models")
     @classmethod

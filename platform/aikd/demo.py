@@ -13,53 +13,41 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from aikd.config import (
-    BootstrapConfig,
-    DataConfig,
-    DeepSpeedConfig,
-    DistillConfig,
-    EvaluateConfig,
-    FIQASpec,
-    StudentConfig,
-)
+from aikd.config import DistillConfig, EmbeddedDefault, EvaluateConfig, FIQASpec, validate
 from aikd.data.synth import SynthConfig
+from aikd.distill.worker import BEST
 from aikd.storage import resolve
-
-TEACHER = "serfiq"
 
 
 @dataclass(frozen=True)
 class DemoPlan:
-    bootstrap: BootstrapConfig
+    default: EmbeddedDefault
     distill: DistillConfig
     evaluate: EvaluateConfig
     eval_faces: str
     eval_synth: SynthConfig
 
 
-def demo_plan(out: str, identities: int = 300, samples_per_identity: int = 10, fr_epochs: int = 10,
-              distill_epochs: int = 4, eval_identities: int = 80) -> DemoPlan:
-    """Every stage's config, derived in one place from the run URI and the sizes."""
+def demo_plan(out: str, distill_epochs: int = 4, eval_identities: int = 80, **sizes) -> DemoPlan:
+    """Every stage's config: the embedded default under ``out`` (``sizes`` override its numbers), then
+    distillation from its teacher and an evaluation on new identities."""
     root = resolve(out)
-    boot = BootstrapConfig(root=root.uri, identities=identities, samples_per_identity=samples_per_identity,
-                           fr_epochs=fr_epochs)
-    labelled, fr_model = root.join("labelled").uri, root.join("fr_model").uri
-    data = DataConfig(shards=[labelled], label=f"q_{TEACHER}", image_size=boot.image_size, misalignment=3.0,
-                      val_fraction=0.1, workers=2, worker_cpus=0.5)
-    distill = DistillConfig(name=f"demo-{TEACHER}", storage=root.join("distill").uri, data=data,
-                            student=StudentConfig(weights=fr_model), deepspeed=DeepSpeedConfig(micro_batch=32),
-                            epochs=distill_epochs, workers=2, cpus_per_worker=0.5)
+    default = EmbeddedDefault(root=root.uri, **sizes)
+    teacher, fr_model = default.teacher, default.path("fr_model")
+    distill = validate(DistillConfig, {"bootstrap": default, "name": f"demo-{teacher}",
+                                       "storage": root.join("distill").uri, "epochs": distill_epochs}, "demo")
     eval_faces = root.join("eval_faces").uri
-    student = resolve(distill.storage).join(distill.name, "student").uri
+    student = resolve(distill.storage).join(distill.name, BEST).uri
     evaluate = EvaluateConfig(
         shards=[eval_faces], out=root.join("report").uri, fr_model=fr_model,
-        models=[FIQASpec(name=f"teacher {TEACHER}", teacher=TEACHER, options={"model": fr_model, "passes": 50}),
+        models=[FIQASpec(name=f"teacher {teacher}", teacher=teacher,
+                         options={"model": fr_model, "passes": default.serfiq_passes}),
                 FIQASpec(name="teacher norm", teacher="norm", options={"model": fr_model}),
-                FIQASpec(name=f"AI-KD student ({TEACHER})", student=student)],
-        misalignment=[3.0, 6.0], box=True, fmr=[1e-3, 1e-2], non_mated=200_000, workers=2, worker_cpus=0.5)
+                FIQASpec(name=f"AI-KD student ({teacher})", student=student)],
+        misalignment=[3.0, 6.0], box=True, fmr=[1e-3, 1e-2], non_mated=200_000, resources=default.resources)
     # new identities: another seed draws other people
-    eval_synth = SynthConfig(identities=eval_identities, samples_per_identity=10, seed=boot.seed + 1)
-    return DemoPlan(boot, distill, evaluate, eval_faces, eval_synth)
+    eval_synth = SynthConfig(identities=eval_identities, samples_per_identity=10, seed=default.seed + 1)
+    return DemoPlan(default, distill, evaluate, eval_faces, eval_synth)
 
 
 def verdict(result: dict, teacher: str, student: str) -> list[str]:
@@ -75,6 +63,8 @@ def verdict(result: dict, teacher: str, student: str) -> list[str]:
 
 
 def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
+    from ray.data import DataContext
+
     from aikd.data.synth import write_synthetic
     from aikd.defaults import ensure_default_inputs
     from aikd.distill.run import run_distill
@@ -85,14 +75,12 @@ def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
     plan = demo_plan(out, **sizes)
     distill, evaluate = plan.distill, plan.evaluate
     ensure_ray()
-    from ray.data import DataContext
-
     # one line per stage and per validation is the demo's progress; Ray Data's bars would bury it
     DataContext.get_current().enable_progress_bars = False
-    ensure_default_inputs(plan.bootstrap, log=log)
-    student = resolve(distill.storage).join(distill.name, "student")
-    if not student.join("card.json").exists():
-        log(f"demo: AI-KD distillation from {TEACHER} -> {student.uri}")
+    ensure_default_inputs(plan.default, log=log)
+    run = resolve(distill.storage).join(distill.name)
+    if not run.join("summary.json").exists():  # an unfinished run resumes from its checkpoint
+        log(f"demo: AI-KD distillation from {plan.default.teacher} -> {run.uri}")
         run_distill(distill)
     if not resolve(plan.eval_faces).join("_summary.json").exists():
         log(f"demo: evaluation faces (new identities) -> {plan.eval_faces}")

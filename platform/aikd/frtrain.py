@@ -7,6 +7,11 @@ directory (safetensors + card) holding the backbone and, as an extra tensor, the
 head's class centres, which the CR-FIQA teacher needs.
 
 The Ray worker is a sequence of small functions fed only by its config.
+
+Rerun contract: skip. A finished model (its ``summary.json`` written last) is returned
+as it is; otherwise training starts from the beginning. A lost worker is replaced and
+training restarts (``max_failures``; the loop keeps no mid-run checkpoint: FR
+pretraining here is minutes long). Ray Train's run files live under ``<out>/_ray/``.
 """
 
 from __future__ import annotations
@@ -21,22 +26,21 @@ import ray
 import ray.train
 import torch
 import torch.nn as nn
-from ray.train import Checkpoint, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray.train import Checkpoint
 
 from aikd.config import FRTrainConfig
-from aikd.data.pipeline import face_pipeline, is_validation, plan_units, stable_hash
+from aikd.data.pipeline import face_pipeline, plan_units
 from aikd.data.schema import SUBJECT_ID
 from aikd.data.shards import shard_files
+from aikd.data.split import held_out
+from aikd.errors import AikdError, ConfigError
 from aikd.evaluate.verification import embed_batches, verification_report
+from aikd.job import SUMMARY_FILE, finish, fit
 from aikd.models import create_model
 from aikd.models.heads import create_head
-from aikd.models.transforms import to_input
-from aikd.models.weights import WEIGHTS_FILE, card_for, load_model, read_tensors, save_model
-from aikd.runtime import ensure_ray
-from aikd.storage import resolve
-
-CENTRES = "class_centres"
+from aikd.models.weights import CENTRES, card_for, load_model, preprocess_of, save_model
+from aikd.runtime import ensure_ray, train_device
+from aikd.storage import copy_tree, resolve
 
 
 class FRModel(nn.Module):
@@ -60,8 +64,8 @@ def training_classes(cfg: FRTrainConfig) -> list[str]:
             column = pq.read_table(f.path, filesystem=f.fs, columns=[SUBJECT_ID]).column(SUBJECT_ID)
             subjects.update(s for s in pc.unique(column).to_pylist() if s)
     ordered = sorted(subjects)
-    held_out = is_validation(stable_hash(ordered, cfg.data.seed), cfg.data.val_fraction)
-    return [s for s, out in zip(ordered, held_out, strict=True) if not out]
+    out = held_out({SUBJECT_ID: ordered}, cfg.data)
+    return [s for s, o in zip(ordered, out, strict=True) if not o]
 
 
 def build_models(cfg: FRTrainConfig, num_classes: int) -> tuple[nn.Module, nn.Module]:
@@ -74,8 +78,8 @@ def build_models(cfg: FRTrainConfig, num_classes: int) -> tuple[nn.Module, nn.Mo
 
 # ---------------------------------------------------------------- the Ray worker
 def _setup_threads(cfg: FRTrainConfig) -> None:
-    if not cfg.use_gpu:
-        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    if not cfg.resources.use_gpu:
+        torch.set_num_threads(cfg.resources.threads)
 
 
 def _poly_lr(cfg: FRTrainConfig, step: int, total: int) -> float:
@@ -95,8 +99,9 @@ def fr_train_loop(config: dict) -> None:
     _setup_threads(cfg)
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    device = ray.train.torch.get_device()
+    device = train_device(cfg.resources.gpus_per_worker)
     backbone, head = build_models(cfg, len(classes))
+    preprocess = preprocess_of(backbone)
     model = ray.train.torch.prepare_model(FRModel(backbone, head))
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -107,7 +112,7 @@ def fr_train_loop(config: dict) -> None:
     model.train()
     for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", drop_last=True,
                                     local_shuffle_buffer_size=4 * cfg.batch_size, local_shuffle_seed=cfg.seed + rank):
-        x = to_input(batch["aligned"], device=device)
+        x = preprocess(batch["aligned"], device)
         y = torch.as_tensor([index[s] for s in batch["subject_id"]], device=device)
         for group in optimizer.param_groups:
             group["lr"] = _poly_lr(cfg, step, total)
@@ -132,53 +137,49 @@ def fr_train_loop(config: dict) -> None:
 
 
 # ---------------------------------------------------------------- the driver
-def _copy_checkpoint(checkpoint: Checkpoint, out: str) -> None:
-    target = resolve(out)
-    with checkpoint.as_directory() as directory:
-        for name in os.listdir(directory):
-            with open(os.path.join(directory, name), "rb") as f:
-                target.join(name).write_bytes(f.read())
-
-
 def verify(backbone: nn.Module, cfg: FRTrainConfig) -> dict:
     """TAR at FAR on the held-out identities, aligned views."""
     data = cfg.data.model_copy(update={"misaligned_view": False})
     batches = face_pipeline(data, "val").dataset.iter_batches(batch_size=256, batch_format="numpy")
-    embeddings, subjects, _ = embed_batches(backbone, batches)
+    embeddings, subjects, _ = embed_batches(backbone, batches, preprocess_of(backbone))
     report = verification_report(embeddings, subjects)
     report["identities"] = int(len(set(subjects)))
     return report
 
 
 def run_fr_train(cfg: FRTrainConfig) -> dict:
+    out = resolve(cfg.out)
+    if out.join(SUMMARY_FILE).exists():  # finished before: skip
+        return json.loads(out.join(SUMMARY_FILE).read_text()) | {"skipped": True}
     ensure_ray()
+    if cfg.bootstrap is not None:
+        from aikd.defaults import ensure_default_inputs
+
+        ensure_default_inputs(cfg.bootstrap, upto="fr-train")
+    input_size = create_model(cfg.model, **cfg.model_args).input_size
+    if cfg.data.image_size != input_size:
+        raise ConfigError(f"data.image_size is {cfg.data.image_size} but {cfg.model} takes {input_size}x{input_size}")
     classes = training_classes(cfg)
     if len(classes) < 2:
-        raise ValueError(f"need at least 2 training identities with subject_id, found {len(classes)}")
+        raise AikdError(f"need at least 2 training identities with subject_id, found {len(classes)}")
     data = cfg.data.model_copy(update={"misaligned_view": False})
     units = plan_units(data)
     pipeline = face_pipeline(data, "train", epochs=cfg.epochs, units=units)
     train_rows = pipeline.rows_per_epoch * (1.0 - data.val_fraction) * cfg.epochs
-    total_steps = max(int(train_rows // (cfg.batch_size * cfg.workers)), 1)
-    out = resolve(cfg.out)
-    run_root = out.parent().join("_ray_runs")
-    run_root.makedirs()
-    trainer = TorchTrainer(
-        fr_train_loop,
-        train_loop_config={"cfg": cfg.model_dump(), "classes": classes, "total_steps": total_steps},
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
-        run_config=RunConfig(name=f"fr-train-{os.path.basename(out.path)}", storage_path=run_root.path,
-                             storage_filesystem=run_root.fs),
-        datasets={"train": pipeline.dataset},
-    )
-    result = trainer.fit()
-    _copy_checkpoint(result.checkpoint, cfg.out)
+    total_steps = max(int(train_rows // (cfg.batch_size * cfg.resources.workers)), 1)
+    run = out.join("_ray", "fr-train")
+    if run.exists():  # an unfinished earlier attempt: training starts over
+        run.fs.delete_dir(run.path)
+    result = fit(fr_train_loop, {"cfg": cfg.model_dump(), "classes": classes, "total_steps": total_steps},
+                 cfg.resources, run, datasets={"train": pipeline.dataset}, max_failures=cfg.max_failures)
+    with result.checkpoint.as_directory() as directory:
+        copy_tree(resolve(directory), out)
 
     trained, _ = load_model(cfg.out)
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
     untrained, _ = build_models(cfg, len(classes))
     summary = {
+        "job": "fr-train",
         "out": out.uri,
         "classes": len(classes),
         "train": {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
@@ -186,15 +187,4 @@ def run_fr_train(cfg: FRTrainConfig) -> dict:
         "verification": verify(trained, cfg),
         "verification_untrained": verify(untrained, cfg),
     }
-    out.join("fr_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def class_centres(uri: str) -> tuple[torch.Tensor, list[str]]:
-    """The margin head's centres and class names saved by fr-train (for CR-FIQA)."""
-    from aikd.models.weights import read_card
-
-    _, extra = read_tensors(uri)
-    if CENTRES not in extra:
-        raise ValueError(f"{resolve(uri).join(WEIGHTS_FILE).uri} holds no class centres: not made by fr-train")
-    return extra[CENTRES], list(read_card(uri).lineage.get("classes", []))
+    return finish(out, summary)

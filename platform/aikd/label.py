@@ -5,8 +5,9 @@
         rows, the shard is written again under the output prefix with its new columns
     -> driver: per-teacher summary (count, mean, quantiles, unscored) and rejects table
 
-Output shards map one-to-one to input shards and are written whole, so a crashed job
-started again skips the shards it already wrote.
+Rerun contract: resume. Output shards map one-to-one to input shards and are written
+whole, each followed by a sidecar under ``_progress/``; a job started again on the same
+output labels only the shards without one, then summarises the whole output.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import posixpath
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import ray
 
+from aikd.actor_pool import map_actors
 from aikd.config import LabelConfig
 from aikd.data.pipeline import aligned_views, decode_valid
 from aikd.data.schema import IMAGE_ID, SUBJECT_ID, validate_schema
-from aikd.data.shards import read_rejects, shard_files, write_rejects, write_shard, write_summary
+from aikd.data.shards import SUMMARY_FILE, read_rejects, shard_files, write_rejects, write_shard
+from aikd.job import finish
 from aikd.runtime import ensure_ray
 from aikd.storage import resolve
 from aikd.teachers import TeacherBatch, create_teacher
@@ -38,6 +40,7 @@ class Labeller:
 
         cv2.setNumThreads(1)
         self.cfg = cfg
+        # a teacher that runs a model finds its device from what Ray gave this actor
         self.teachers = [(spec, create_teacher(spec.name, **spec.options)) for spec in cfg.teachers]
         self.needs_images = any(t.needs_images for _, t in self.teachers)
 
@@ -135,7 +138,8 @@ def summarise(cfg: LabelConfig, sidecars: list[dict], directions: dict[str, bool
             "quantiles": _quantiles(finite) if len(finite) else {},
         }
     dropped = sum(s["rows_in"] - s["rows_out"] for s in sidecars)
-    return {"kind": "label", "rows": int(sum(s["rows_out"] for s in sidecars)), "shards": len(sidecars),
+    return {"job": "label", "out": resolve(cfg.out).uri, "rows": int(sum(s["rows_out"] for s in sidecars)),
+            "shards": len(sidecars),
             "dropped_rows": int(dropped), "rejected": int(sum(len(s["rejects"]) for s in sidecars)),
             "teachers": teachers}
 
@@ -143,23 +147,20 @@ def summarise(cfg: LabelConfig, sidecars: list[dict], directions: dict[str, bool
 def run_label(cfg: LabelConfig) -> dict:
     """Label every shard not yet labelled, then write the summary and rejects of the whole output."""
     ensure_ray()
+    if cfg.bootstrap is not None:
+        from aikd.defaults import ensure_default_inputs
+
+        ensure_default_inputs(cfg.bootstrap, upto="label")
     # fail fast in the driver on a bad name or options (and learn each direction)
     directions = {spec.column: create_teacher(spec.name, **spec.options).higher_is_better for spec in cfg.teachers}
     pairs = plan(cfg)
     todo = [p for p in pairs if not _sidecar(p["dst"]).exists()]
     if todo:
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ds = ds.map_batches(
-            Labeller, fn_constructor_kwargs={"cfg": cfg}, batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=min(cfg.workers, len(todo))),
-            num_cpus=cfg.worker_cpus, num_gpus=1 if cfg.use_gpu else 0,
-        )
-        ds.take_all()
+        map_actors(todo, Labeller, {"cfg": cfg}, cfg.resources).take_all()
     sidecars = [json.loads(_sidecar(p["dst"]).read_text()) for p in pairs]
     write_rejects(cfg.out, [tuple(r) for s in sidecars for r in s["rejects"]])
     summary = summarise(cfg, sidecars, directions) | {"resumed_shards": len(pairs) - len(todo)}
-    write_summary(cfg.out, summary)
-    return summary
+    return finish(resolve(cfg.out), summary, SUMMARY_FILE)
 
 
 def rejected(out: str) -> dict[str, str]:

@@ -1,14 +1,11 @@
-"""Joining or starting Ray, in one place and only when a job asks for it (never at import)."""
+"""Joining or starting Ray, and the device a worker was given, in one place (never at import)."""
 
 from __future__ import annotations
 
 import os
 
 import ray
-
-
-class JobFailed(RuntimeError):
-    """A Ray job or training run that ended in failure (its own log says why)."""
+import torch
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -23,3 +20,24 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(log_to_driver=True)
         return
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+
+
+def actor_device() -> torch.device:
+    """The device of a Ray actor or task: the GPU Ray assigned to it, else the CPU.
+
+    Ray sets ``CUDA_VISIBLE_DEVICES`` to the assigned GPUs, so the first visible one is
+    ours. A process given no GPU stays on the CPU even on a GPU machine: it holds no
+    claim on the cards other actors were given.
+    """
+    if ray.is_initialized() and ray.get_gpu_ids():
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def train_device(gpus_per_worker: float) -> torch.device:
+    """The device of a Ray Train worker: Ray Train's choice when GPUs were asked for, else the CPU."""
+    if gpus_per_worker > 0:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+    return torch.device("cpu")

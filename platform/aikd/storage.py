@@ -8,6 +8,7 @@ transient errors with the AWS standard strategy.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from aikd.errors import AikdError
+
 S3_RETRIES = int(os.environ.get("AIKD_S3_RETRIES", "8"))
 
 
-class StorageError(ValueError):
+class StorageError(AikdError):
     """A URI that cannot be resolved or a location that does not exist."""
 
 
@@ -62,6 +65,9 @@ class Location:
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode("utf-8"))
 
+    def write_json(self, obj) -> None:
+        self.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
     def parent(self) -> Location:
         return Location(self.fs, posixpath.dirname(self.path), posixpath.dirname(self.uri))
 
@@ -82,6 +88,12 @@ class Location:
                 rel = posixpath.relpath(item.path, self.path)
                 out.append(self.join(rel))
         return sorted(out, key=lambda loc: loc.path)
+
+
+def copy_tree(src: Location, dst: Location) -> None:
+    """Copy every file under ``src`` to the same relative path under ``dst`` (any storage to any)."""
+    dst.makedirs()
+    pafs.copy_files(src.path, dst.path, source_filesystem=src.fs, destination_filesystem=dst.fs)
 
 
 def _env(*names: str) -> str | None:

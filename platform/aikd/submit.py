@@ -13,7 +13,7 @@ import os
 import shlex
 import time
 
-from aikd.runtime import JobFailed
+from aikd.errors import ConfigError, JobFailed
 
 TOKEN_FILE = os.path.expanduser("~/.ray/auth_token")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -38,7 +38,7 @@ def entrypoint(spec: str, overrides: list[str]) -> str:
 def submit(spec: str, address: str | None = None, overrides: list[str] = (), wait: bool = True,
            working_dir: str = ".", poll_s: float = 2.0) -> dict:
     if not os.path.exists(os.path.join(working_dir, spec)):
-        raise FileNotFoundError(f"job spec {spec} not found under the working directory {os.path.abspath(working_dir)}")
+        raise ConfigError(f"job spec {spec} not found under the working directory {os.path.abspath(working_dir)}")
     enable_token_auth()
     from ray.job_submission import JobSubmissionClient
 

@@ -4,6 +4,7 @@ import pytest
 
 from aikd.data.schema import FACE_SCHEMA, ShardSchemaError, label_column, with_columns
 from aikd.data.shards import ShardWriter, read_shard, read_shards, shard_files
+from aikd.errors import AikdError
 from aikd.storage import StorageError, resolve
 
 
@@ -63,5 +64,5 @@ def test_empty_prefix_has_no_shards(tmp_path):
 
 
 def test_writer_rejects_bad_shard_size(tmp_path):
-    with pytest.raises(ValueError, match="rows_per_shard"):
+    with pytest.raises(AikdError, match="rows_per_shard"):
         ShardWriter(str(tmp_path), rows_per_shard=0)

@@ -6,9 +6,10 @@ import torch
 from pydantic import ValidationError
 
 from aikd.config import DataConfig, DistillConfig, OptimConfig, StudentConfig, load_spec
-from aikd.distill.loop import EMA, Distiller, Plan, TrainState
+from aikd.distill.loop import EMA, Distiller, Plan, TrainState, rows_to_skip
 from aikd.distill.params import param_groups
 from aikd.distill.strategy import DDPStrategy
+from aikd.errors import ConfigError
 from aikd.models.student import create_student
 
 
@@ -23,6 +24,15 @@ def test_plan_derives_steps_from_the_data_and_the_budget():
     assert (plan.warmup_steps, plan.pretrain_steps, plan.val_steps) == (8, 15, 5)
     assert Plan.make(_cfg(max_steps=7), 6400, 2).total_steps == 7
     torch.testing.assert_close(plan.scale([3.0, 5.0]), torch.tensor([0.0, 1.0]))
+
+
+def test_resume_skips_what_the_checkpoint_consumed_beyond_the_streams_start():
+    # the driver started the stream 900 rows in (whole row groups); the checkpoint consumed 1000 on 2 workers
+    assert rows_to_skip(consumed=1000, dataset_offset=900, world_size=2) == 50
+    assert rows_to_skip(consumed=0, dataset_offset=0, world_size=2) == 0
+    assert rows_to_skip(consumed=901, dataset_offset=900, world_size=2) == 0  # less than a row each
+    with pytest.raises(RuntimeError, match="resumed from different checkpoints"):
+        rows_to_skip(consumed=800, dataset_offset=900, world_size=2)  # rows would be lost silently
 
 
 def test_ema_keeps_a_tenth_of_the_old_weights():
@@ -41,12 +51,12 @@ def test_train_state_round_trips_through_json():
 
 def test_specs_validate_with_errors_naming_the_field(tmp_path):
     cfg = load_spec("jobs/distill.yaml", DistillConfig)
-    assert cfg.deepspeed.zero_stage == 0 and cfg.workers == 2 and cfg.bootstrap is not None
+    assert cfg.engine.zero_stage == 0 and cfg.resources.workers == 2 and cfg.bootstrap is not None
     gpu = load_spec("jobs/distill_gpu_reference.yaml", DistillConfig)
-    assert (gpu.student.backbone, gpu.data.image_size, gpu.deepspeed.precision, gpu.deepspeed.micro_batch,
-            gpu.deepspeed.zero_stage) == ("iresnet100", 112, "bf16", 64, 1)
-    with pytest.raises(ValueError, match=r"deepspeed.zero_stage: Input should be 0, 1 or 2"):
-        load_spec("jobs/distill.yaml", DistillConfig, {"deepspeed.zero_stage": 3})
+    assert (gpu.student.backbone, gpu.data.image_size, gpu.engine.precision, gpu.engine.micro_batch,
+            gpu.engine.zero_stage, gpu.resources.gpus_per_worker) == ("iresnet100", 112, "bf16", 64, 1, 1)
+    with pytest.raises(ConfigError, match=r"engine.zero_stage: Input should be 0, 1 or 2"):
+        load_spec("jobs/distill.yaml", DistillConfig, {"engine.zero_stage": 3})
     with pytest.raises(ValidationError, match="set data.label"):
         DistillConfig(name="t", storage="x", data=DataConfig(shards=["x"]), student=StudentConfig(weights="x"))
     with pytest.raises(ValidationError, match="train_last_k"):

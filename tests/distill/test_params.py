@@ -43,6 +43,18 @@ def test_the_last_k_are_the_deepest_tensors():
     assert trainable_backbone_tensors(student.feature_extractor, 0) == []
 
 
+def test_building_the_groups_freezes_nothing_preparing_the_strategy_freezes_the_rest():
+    student = create_student("iresnet_tiny")
+    before = {n: p.requires_grad for n, p in student.named_parameters()}
+    groups = param_groups(student, OptimConfig(train_last_k=3))
+    assert {n: p.requires_grad for n, p in student.named_parameters()} == before  # no side effect
+    assert param_groups(student, OptimConfig(train_last_k=3))[1]["params"] == groups[1]["params"]  # repeatable
+    DDPStrategy(_cfg(3), torch.device("cpu")).prepare(student, groups)
+    trained = {n for n, p in student.named_parameters() if p.requires_grad}
+    assert trained == {f"quality_head.{n}" for n, _ in student.quality_head.named_parameters()} | {
+        f"feature_extractor.{n}" for n in ("fc.weight", "fc.bias", "features.bias")}
+
+
 def test_two_groups_with_the_reference_settings():
     student = create_student("iresnet_tiny")
     head, backbone = param_groups(student, OptimConfig())

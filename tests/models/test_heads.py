@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from aikd.errors import ComponentError
 from aikd.models.heads import create_head
 
 
@@ -39,5 +40,5 @@ def test_margin_heads_learn_to_separate_classes(name):
 
 
 def test_unknown_head_is_named():
-    with pytest.raises(ValueError, match="unknown margin head 'sphereface'; valid: arcface, cosface"):
+    with pytest.raises(ComponentError, match="unknown margin head 'sphereface'; valid: arcface, cosface"):
         create_head("sphereface", 4, 2)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from aikd.errors import ComponentError
 from aikd.models import create_model, list_models, model_info
 from aikd.models.iresnet import DEPTHS
 
@@ -74,13 +75,13 @@ def test_forward_backward_finite(name):
 
 
 def test_unknown_model_lists_the_valid_names():
-    with pytest.raises(ValueError, match=r"unknown model 'resnet50'; valid: .*iresnet100"):
+    with pytest.raises(ComponentError, match=r"unknown model 'resnet50'; valid: .*iresnet100"):
         create_model("resnet50")
-    with pytest.raises(ValueError, match="bad arguments for model 'iresnet_tiny'"):
+    with pytest.raises(ComponentError, match="bad arguments for model 'iresnet_tiny'"):
         create_model("iresnet_tiny", colour=True)
 
 
 def test_none_overrides_are_dropped_and_input_size_is_checked():
     assert create_model("iresnet_tiny", width=None).fc.in_features == 128 * 16
-    with pytest.raises(ValueError, match="multiple of 16"):
+    with pytest.raises(ComponentError, match="multiple of 16"):
         create_model("iresnet_tiny", input_size=100)

@@ -6,8 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from aikd.config import LabelConfig, TeacherSpec
+from aikd.config import LabelConfig, Resources, TeacherSpec
 from aikd.data.shards import read_shards, read_summary
+from aikd.errors import ComponentError
 from aikd.evaluate.ranks import spearman
 from aikd.label import rejected, run_label
 from aikd.models import create_model
@@ -46,7 +47,7 @@ def test_crfiqa_reports_identities_its_head_does_not_know(labelled, fr_run):
     reasons = rejected(job.out)
     assert all("unknown to the CR-FIQA head" in reasons[i] for i in table[unknown]["image_id"])
     # exactly the identities FR training held out
-    from aikd.frtrain import class_centres
+    from aikd.models.weights import class_centres
 
     _, classes = class_centres(fr_run[0].out)
     assert held_out.isdisjoint(classes) and set(table[~unknown]["subject_id"]) <= set(classes)
@@ -87,7 +88,7 @@ def test_external_table_join_reports_unmatched_ids(storage_root, synth_shards, r
     target = resolve(storage_root).join("scores.parquet")
     resolve(storage_root).makedirs()
     pq.write_table(scores, target.path, filesystem=target.fs)
-    job = LabelConfig(shards=[synth_shards], out=storage_root + "/out", worker_cpus=0.5,
+    job = LabelConfig(shards=[synth_shards], out=storage_root + "/out", resources=Resources(cpus_per_worker=0.5),
                       teachers=[TeacherSpec(name="external", label="diffiqa", options={"table": target.uri})])
     summary = run_label(job)
     assert summary["teachers"]["external"]["unscored"] == 7
@@ -99,7 +100,7 @@ def test_external_table_join_reports_unmatched_ids(storage_root, synth_shards, r
 
 def test_teacher_registry_names_the_valid_choices():
     assert list_teachers() == ["crfiqa", "external", "norm", "serfiq"]
-    with pytest.raises(ValueError, match="unknown teacher 'faceqnet'; valid: crfiqa, external, norm, serfiq"):
+    with pytest.raises(ComponentError, match="unknown teacher 'faceqnet'; valid: crfiqa, external, norm, serfiq"):
         create_teacher("faceqnet")
-    with pytest.raises(ValueError, match="exactly one of"):
+    with pytest.raises(ComponentError, match="exactly one of"):
         create_teacher("external")

@@ -30,12 +30,13 @@ from PIL import Image
 from aikd.data.safe_pickle import safe_loads
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID, label_column, with_columns
 from aikd.data.shards import DEFAULT_ROWS_PER_SHARD, ShardWriter, write_rejects, write_summary
+from aikd.errors import AikdError
 from aikd.storage import Location, StorageError, resolve
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-class IngestError(ValueError):
+class IngestError(AikdError):
     """A problem with the inputs as a whole (not one row): missing file, unreadable table."""
 
 

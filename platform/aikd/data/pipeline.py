@@ -19,7 +19,6 @@ aligned leave the stream with a reason, collected by a small actor (:class:`Reje
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
@@ -29,30 +28,17 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray
 
-from aikd.align import degenerate_reason, perturb, similarity_batch, template, warp_batch
+from aikd.actor_pool import map_actors
+from aikd.align import degenerate_reason, perturb, similarity_batch, template, warp_rgb
 from aikd.config import DataConfig
-from aikd.data.pacing import paced
 from aikd.data.schema import IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID, ShardSchemaError, validate_schema
 from aikd.data.shards import shard_files
+from aikd.data.split import held_out, stable_hash
+from aikd.errors import AikdError
 from aikd.storage import Location, resolve
 
 Split = Literal["train", "val", "all"]
 VAL_NOISE_EPOCH = 2**31 - 1
-
-
-def stable_hash(image_ids, seed: int) -> np.ndarray:
-    """64-bit hash of each id, salted by the seed; identical on every machine and run."""
-    key = seed.to_bytes(8, "little", signed=True)
-    return np.array(
-        [int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8, key=key).digest(), "little")
-         for i in image_ids],
-        dtype=np.uint64,
-    )
-
-
-def is_validation(hashes: np.ndarray, val_fraction: float) -> np.ndarray:
-    # top bits of the hash as a uniform number in [0, 1)
-    return (hashes >> np.uint64(11)).astype(np.float64) / float(1 << 53) < val_fraction
 
 
 @ray.remote(num_cpus=0)
@@ -79,14 +65,6 @@ def decode(blob: bytes) -> np.ndarray | None:
 def _noise_rngs(hashes: np.ndarray, seed: int, epoch: int):
     for h in hashes:
         yield np.random.default_rng([seed, epoch, int(h)])
-
-
-def _bgr_to_rgb(batch: np.ndarray) -> np.ndarray:
-    """In place, on the small aligned crops rather than the large sources (one SIMD pass)."""
-    if len(batch):
-        flat = batch.reshape(-1, batch.shape[2], 3)
-        cv2.cvtColor(flat, cv2.COLOR_BGR2RGB, dst=flat)
-    return batch
 
 
 def decode_valid(batch: dict, rows: np.ndarray, label: str | None = None):
@@ -119,10 +97,7 @@ def decode_valid(batch: dict, rows: np.ndarray, label: str | None = None):
 
 def aligned_views(images: list[np.ndarray], landmarks: np.ndarray, size: int) -> np.ndarray:
     """Properly aligned RGB crops of decoded BGR images."""
-    aligned = np.empty((len(images), size, size, 3), np.uint8)
-    if images:
-        warp_batch(images, similarity_batch(landmarks, template(size)), size, out=aligned)
-    return _bgr_to_rgb(aligned)
+    return warp_rgb(images, similarity_batch(landmarks, template(size)), size)
 
 
 def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int) -> tuple[dict, list[tuple[str, str]]]:
@@ -134,8 +109,7 @@ def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int) -> tup
     hashes = stable_hash(ids, cfg.seed)  # keys the noise: per image, whatever the split
     keep = np.ones(len(ids), bool)
     if split != "all":
-        split_hashes = hashes if cfg.split_by == IMAGE_ID else stable_hash(batch[SUBJECT_ID], cfg.seed)
-        in_val = is_validation(split_hashes, cfg.val_fraction)
+        in_val = held_out(batch, cfg)
         keep = in_val if split == "val" else ~in_val
     good_idx, images, landmarks, rejects = decode_valid(batch, np.flatnonzero(keep), cfg.label)
 
@@ -150,13 +124,11 @@ def make_pairs(batch: dict, *, cfg: DataConfig, split: Split, epoch: int) -> tup
         noisy = np.stack([perturb(landmarks[i], cfg.misalignment, rng, cfg.misalignment_relative)
                           for i, rng in zip(good_idx, _noise_rngs(hashes[good_idx], cfg.seed, noise_epoch),
                                             strict=True)]) if good else np.zeros((0, 10))
-        misaligned = np.empty_like(aligned)
         if good:
             # Noise can make landmarks coincide only at absurd strengths; then reuse the clean crop.
             ok = degenerate_reason(noisy) == ""
             noisy[~ok] = landmarks[good_idx][~ok]
-            warp_batch(images, similarity_batch(noisy, template(size)), size, out=misaligned)
-        out["misaligned"] = _bgr_to_rgb(misaligned)
+        out["misaligned"] = warp_rgb(images, similarity_batch(noisy, template(size)), size)
     if cfg.label is not None:
         out["quality"] = np.asarray(batch[cfg.label], np.float32)[good_idx]
     return out, rejects
@@ -221,7 +193,7 @@ def plan_units(cfg: DataConfig) -> list[WorkUnit]:
     """Every row group of every shard, each shard's schema checked before any work starts."""
     files = [f for uri in cfg.shards for f in shard_files(uri)]
     if len({type(f.fs) for f in files}) > 1:
-        raise ValueError(f"all shards of one dataset must be on one kind of storage, got {cfg.shards}")
+        raise AikdError(f"all shards of one dataset must be on one kind of storage, got {cfg.shards}")
     labels = (cfg.label,) if cfg.label else ()
 
     def inspect(f: Location) -> list[WorkUnit]:
@@ -264,15 +236,7 @@ def face_pipeline(cfg: DataConfig, split: Split = "train", epochs: int | range =
         skipped += int(ordered.pop(0)[1].rows * share)
     items = [{"epoch": epoch, "uri": u.uri, "row_group": u.row_group} for epoch, u in ordered]
     if not items:
-        raise ValueError(f"nothing to read: {len(units)} row groups, epochs {epoch_range}")
+        raise AikdError(f"nothing to read: {len(units)} row groups, epochs {epoch_range}")
     log = RejectLog.remote()
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(
-        PairMaker,
-        fn_constructor_kwargs={"cfg": cfg, "split": split, "reject_log": log},
-        batch_size=1,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=cfg.workers),
-        num_cpus=cfg.worker_cpus,
-    )
-    return FacePipeline(paced(ds), log, units, skipped)
+    ds = map_actors(items, PairMaker, {"cfg": cfg, "split": split, "reject_log": log}, cfg.resources)
+    return FacePipeline(ds, log, units, skipped)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import pickle
 
+from aikd.errors import AikdError
+
 _ALLOWED: dict[str, set[str]] = {
     "builtins": {"dict", "list", "tuple", "set", "frozenset", "bytearray", "bytes", "str",
                  "int", "float", "complex", "bool", "slice", "range"},
@@ -24,7 +26,7 @@ _ALLOWED: dict[str, set[str]] = {
 }
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(AikdError):
     """The pickle names something other than plain data."""
 
 

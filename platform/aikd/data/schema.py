@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from aikd.errors import AikdError
+
 IMAGE_ID = "image_id"
 SUBJECT_ID = "subject_id"
 IMAGE = "image"
@@ -31,7 +33,7 @@ REJECTS_SCHEMA = pa.schema(
 )
 
 
-class ShardSchemaError(ValueError):
+class ShardSchemaError(AikdError):
     """A shard whose columns do not follow the face shard format."""
 
 

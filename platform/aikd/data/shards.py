@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aikd.data.schema import FACE_SCHEMA, IMAGE_ID, REJECTS_SCHEMA, ShardSchemaError, validate_schema
+from aikd.errors import AikdError
 from aikd.storage import Location, StorageError, resolve
 
 REJECTS_FILE = "_rejects.parquet"
@@ -33,7 +34,7 @@ class ShardWriter:
     def __init__(self, uri: str, schema: pa.Schema = FACE_SCHEMA,
                  rows_per_shard: int = DEFAULT_ROWS_PER_SHARD, prefix: str = "part"):
         if rows_per_shard < 1:
-            raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
+            raise AikdError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
         self.location = resolve(uri)
         self.schema = schema
         self.rows_per_shard = rows_per_shard
@@ -154,7 +155,7 @@ def read_rejects(uri: str) -> pa.Table:
 
 def write_summary(uri: str, summary: dict) -> Location:
     target = resolve(uri).join(SUMMARY_FILE)
-    target.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    target.write_json(summary)
     return target
 
 

@@ -23,7 +23,8 @@ from aikd.distill.objective import aikd_loss, quality_loss
 from aikd.distill.params import warmup_factor
 from aikd.distill.strategy import Strategy
 from aikd.evaluate.ranks import spearman
-from aikd.models.transforms import to_input
+from aikd.models.transforms import Preprocess
+from aikd.models.weights import preprocess_of
 
 
 @dataclass
@@ -49,6 +50,20 @@ class TrainState:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+def rows_to_skip(consumed: int, dataset_offset: int, world_size: int) -> int:
+    """Rows each worker drops from the head of its stream when resuming.
+
+    The driver started the training stream ``dataset_offset`` rows in (whole row groups);
+    the checkpoint says ``consumed`` rows were trained on by all workers together. The
+    rest of the difference is dropped evenly by the workers. A checkpoint behind the
+    stream's start would silently lose rows: that is a bug, never a rounding.
+    """
+    if consumed < dataset_offset:
+        raise RuntimeError(f"checkpoint consumed {consumed} rows but the stream starts at {dataset_offset}: "
+                           "the driver and the workers resumed from different checkpoints")
+    return (consumed - dataset_offset) // world_size
+
+
 @dataclass(frozen=True)
 class Plan:
     """Step counts and label statistics derived once in the driver (never recomputed in the loop)."""
@@ -67,7 +82,7 @@ class Plan:
     @classmethod
     def make(cls, cfg: DistillConfig, train_rows_per_epoch: float, world_size: int,
              label_stats: tuple[float, float] = (0.0, 1.0)) -> Plan:
-        per_step = cfg.deepspeed.micro_batch * cfg.deepspeed.grad_accum * world_size
+        per_step = cfg.engine.micro_batch * cfg.engine.grad_accum * world_size
         epoch = max(int(train_rows_per_epoch // per_step), 1)
         total = epoch * cfg.epochs
         if cfg.max_steps is not None:
@@ -98,14 +113,15 @@ class EMA:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, batches: list[dict], cfg: DistillConfig, device: torch.device, plan: Plan) -> dict:
+def validate(model: nn.Module, batches: list[dict], cfg: DistillConfig, device: torch.device, plan: Plan,
+             preprocess: Preprocess) -> dict:
     """Quality loss on aligned and misaligned validation views, and rank agreement with the label."""
     model.eval()
     preds, mis_preds, labels = [], [], []
     for batch in batches:
-        preds.append(model(to_input(batch["aligned"], device=device))[1].float().cpu())
+        preds.append(model(preprocess(batch["aligned"], device))[1].float().cpu())
         if "misaligned" in batch:
-            mis_preds.append(model(to_input(batch["misaligned"], device=device))[1].float().cpu())
+            mis_preds.append(model(preprocess(batch["misaligned"], device))[1].float().cpu())
         labels.append(plan.scale(batch["quality"]))
     if not labels:
         return {}
@@ -126,6 +142,7 @@ class Distiller:
         self.cfg, self.strategy, self.target, self.plan = cfg, strategy, target, plan
         self.val_batches, self.on_validation, self.log = val_batches, on_validation, log
         self.ema = EMA(strategy.module, cfg.optim.ema_old_weight) if strategy.is_rank0 else None
+        self.preprocess = preprocess_of(strategy.module)  # the student's card: input size, mean, std
         self.start, self.seen, self.data_wait = time.perf_counter(), 0, 0.0
 
     def should_validate(self, step: int) -> bool:
@@ -144,7 +161,7 @@ class Distiller:
             if not initial:
                 self.ema.update(self.strategy.module)
             device = next(self.ema.model.parameters()).device
-            metrics |= validate(self.ema.model, self.val_batches(), self.cfg, device, self.plan)
+            metrics |= validate(self.ema.model, self.val_batches(), self.cfg, device, self.plan, self.preprocess)
             loss = metrics.get("val_quality_loss", math.inf)
             improved = not initial and loss < state.best_val
             if improved:
@@ -172,10 +189,10 @@ class Distiller:
                 self.start = window_start = time.perf_counter()
             else:
                 self.data_wait += time.perf_counter() - fetched
-            x_al = to_input(batch["aligned"], device=strategy.device).to(strategy.dtype)
+            x_al = self.preprocess(batch["aligned"], strategy.device).to(strategy.dtype)
             with torch.no_grad():
                 e_al = self.target(x_al)
-            e_mis, q = strategy.forward(to_input(batch["misaligned"], device=strategy.device))
+            e_mis, q = strategy.forward(self.preprocess(batch["misaligned"], strategy.device))
             label = self.plan.scale(batch["quality"]).to(q.device)
             loss, parts = aikd_loss(e_mis, e_al, q, label, cfg.objective)
             strategy.backward(loss)

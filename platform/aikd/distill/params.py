@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch.nn as nn
 
 from aikd.config import OptimConfig
@@ -11,7 +13,8 @@ def trainable_backbone_tensors(backbone: nn.Module, k: int) -> list[str]:
     """Names of the last ``k`` backbone tensors that FR training trains.
 
     Tensors the backbone itself keeps fixed (arcface_torch's unit-scale embedding BN)
-    stay fixed and do not count towards ``k``.
+    stay fixed and do not count towards ``k``. Call it before :func:`freeze_all_but`,
+    which changes what "trainable" means.
     """
     if k == 0:
         return []
@@ -20,28 +23,26 @@ def trainable_backbone_tensors(backbone: nn.Module, k: int) -> list[str]:
 
 
 def param_groups(student: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """Freeze everything but the head and the last K backbone tensors; return SGD groups."""
+    """SGD groups: the quality head, and the last K backbone tensors. Changes nothing on ``student``."""
     chosen = set(trainable_backbone_tensors(student.feature_extractor, cfg.train_last_k))
-    backbone = []
-    for name, p in student.feature_extractor.named_parameters():
-        p.requires_grad = name in chosen
-        if p.requires_grad:
-            backbone.append(p)
-    head = list(student.quality_head.parameters())
-    for p in head:
-        p.requires_grad = True
-    groups = [{"params": head, "lr": cfg.head_lr, "momentum": cfg.head_momentum, "weight_decay": cfg.weight_decay,
-               "name": "head", "base_lr": cfg.head_lr}]
+    backbone = [p for name, p in student.feature_extractor.named_parameters() if name in chosen]
+    groups = [{"params": list(student.quality_head.parameters()), "lr": cfg.head_lr, "momentum": cfg.head_momentum,
+               "weight_decay": cfg.weight_decay, "name": "head", "base_lr": cfg.head_lr}]
     if backbone:
         groups.append({"params": backbone, "lr": cfg.backbone_lr, "momentum": cfg.backbone_momentum,
                        "weight_decay": cfg.weight_decay, "name": "backbone", "base_lr": cfg.backbone_lr})
     return groups
 
 
+def freeze_all_but(model: nn.Module, groups: list[dict]) -> None:
+    """Gradients only for the parameters the optimiser steps: no backward work for the frozen rest."""
+    trained = {id(p) for g in groups for p in g["params"]}
+    for p in model.parameters():
+        p.requires_grad = id(p) in trained
+
+
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """Reference warm-up: sin((step / warmup_end) * pi / 2) until warmup_end, then 1."""
-    import math
-
     if warmup_steps <= 0 or step >= warmup_steps:
         return 1.0
     return math.sin(step / warmup_steps * math.pi / 2)

@@ -15,6 +15,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from aikd.config import DistillConfig
+from aikd.distill.params import freeze_all_but
 
 STATE_FILE = "ddp_state.pt"
 DS_TAG = "engine"
@@ -39,16 +40,20 @@ class Strategy(abc.ABC):
 
     @property
     def dtype(self) -> torch.dtype:
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.deepspeed.precision]
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.cfg.engine.precision]
 
     @property
     def samples_per_step(self) -> int:
         """Samples consumed by all workers for one optimizer step."""
-        return self.cfg.deepspeed.micro_batch * self.cfg.deepspeed.grad_accum * self.world_size
+        return self.cfg.engine.micro_batch * self.cfg.engine.grad_accum * self.world_size
+
+    def prepare(self, student: nn.Module, groups: list[dict]) -> None:
+        """Build the engine or wrapper and the optimizer over ``groups``; only their parameters train."""
+        freeze_all_but(student, groups)
+        self._prepare(student, groups)
 
     @abc.abstractmethod
-    def prepare(self, student: nn.Module, groups: list[dict]) -> None:
-        """Build the engine or wrapper and the optimizer over ``groups``."""
+    def _prepare(self, student: nn.Module, groups: list[dict]) -> None: ...
 
     def forward(self, x: torch.Tensor):
         return self.model(x.to(self.device, self.dtype))
@@ -85,7 +90,7 @@ class Strategy(abc.ABC):
 
 class DeepSpeedStrategy(Strategy):
     def ds_config(self) -> dict:
-        ds = self.cfg.deepspeed
+        ds = self.cfg.engine
         return {
             "train_micro_batch_size_per_gpu": ds.micro_batch,
             "gradient_accumulation_steps": ds.grad_accum,
@@ -99,7 +104,7 @@ class DeepSpeedStrategy(Strategy):
             "wall_clock_breakdown": False,
         }
 
-    def prepare(self, student: nn.Module, groups: list[dict]) -> None:
+    def _prepare(self, student: nn.Module, groups: list[dict]) -> None:
         if self.device.type == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed
@@ -129,13 +134,13 @@ class DeepSpeedStrategy(Strategy):
 
     def load(self, directory: str, saved_world_size: int) -> None:
         # ZeRO shards the optimizer by rank: on another world size only the weights carry over.
-        module_only = saved_world_size != self.world_size and self.cfg.deepspeed.zero_stage > 0
+        module_only = saved_world_size != self.world_size and self.cfg.engine.zero_stage > 0
         self.engine.load_checkpoint(directory, tag=DS_TAG, load_module_only=module_only,
                                     load_optimizer_states=not module_only, load_lr_scheduler_states=False)
 
 
 class DDPStrategy(Strategy):
-    def prepare(self, student: nn.Module, groups: list[dict]) -> None:
+    def _prepare(self, student: nn.Module, groups: list[dict]) -> None:
         student = student.to(self.device)
         self.module = student
         self.model = student
@@ -150,11 +155,11 @@ class DDPStrategy(Strategy):
             return self.model(x.to(self.device))
 
     def backward(self, loss: torch.Tensor) -> None:
-        (loss / self.cfg.deepspeed.grad_accum).backward()
+        (loss / self.cfg.engine.grad_accum).backward()
 
     def step(self) -> bool:
         self.micro += 1
-        if self.micro % self.cfg.deepspeed.grad_accum:
+        if self.micro % self.cfg.engine.grad_accum:
             return False
         torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                        self.cfg.optim.grad_clip)

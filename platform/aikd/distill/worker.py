@@ -3,8 +3,9 @@
 setup_model -> setup_strategy -> load_checkpoint -> setup_data -> Distiller.run, with
 report_and_checkpoint called at every validation. Checkpoint contract: every rank
 writes its engine state into one directory; rank 0 adds ``sidecar.json`` (step,
-consumed samples, world size, config hash, history) and, when the EMA improved, the
-best student as safetensors + card under ``best_student/``.
+consumed samples, world size, config hash, history). When the EMA improved, rank 0
+first writes the best student (safetensors + card) to ``<run>/best/``, so the best
+student never depends on which checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -20,29 +21,41 @@ import torch.nn as nn
 from ray.train import Checkpoint
 
 from aikd.config import DistillConfig
-from aikd.distill.loop import EMA, Distiller, Plan, TrainState
+from aikd.distill.loop import EMA, Distiller, Plan, TrainState, rows_to_skip
 from aikd.distill.params import param_groups
 from aikd.distill.strategy import Strategy, create_strategy
+from aikd.errors import ConfigError
+from aikd.models import create_model
 from aikd.models.student import Student, create_student
-from aikd.models.weights import card_for, load_backbone, load_model, read_card, save_model
+from aikd.models.weights import CARD_FILE, card_for, load_backbone, load_model, read_card, save_model
+from aikd.runtime import train_device
 from aikd.storage import resolve
 
 SIDECAR = "sidecar.json"
-BEST = "best_student"
+BEST = "best"
+
+
+def _model_dir(cfg: DistillConfig) -> bool:
+    return resolve(cfg.student.weights).join(CARD_FILE).exists()
+
+
+def student_input_size(cfg: DistillConfig) -> int:
+    """The side of the student's input, from its card (or its registry entry for a bare weights file)."""
+    if _model_dir(cfg):
+        return read_card(cfg.student.weights).input_size
+    if cfg.student.backbone is None:
+        raise ConfigError(f"{cfg.student.weights} is a bare weights file: set student.backbone to its architecture")
+    return create_model(cfg.student.backbone, **cfg.student.backbone_args).input_size
 
 
 def build_student(cfg: DistillConfig) -> Student:
     """The student initialised from the pretrained FR backbone named by the config."""
-    weights = cfg.student.weights
-    if resolve(weights).join("card.json").exists():
-        card = read_card(weights)
-        backbone, _ = load_model(weights)
-        student = Student(backbone, embedding_dim=card.embedding_dim)
-        return student
-    if cfg.student.backbone is None:
-        raise ValueError(f"{weights} is a bare weights file: set student.backbone to its architecture")
+    if _model_dir(cfg):
+        backbone, card = load_model(cfg.student.weights)
+        return Student(backbone, embedding_dim=card.embedding_dim)
+    student_input_size(cfg)  # names what to set for a bare weights file
     student = create_student(cfg.student.backbone, **cfg.student.backbone_args)
-    load_backbone(student.feature_extractor, weights)
+    load_backbone(student.feature_extractor, cfg.student.weights)
     return student
 
 
@@ -66,16 +79,16 @@ def make_target(cfg: DistillConfig, strategy: Strategy, frozen: nn.Module | None
 
 
 def setup_strategy(cfg: DistillConfig, student: Student) -> Strategy:
-    device = ray.train.torch.get_device() if cfg.use_gpu else torch.device("cpu")
-    if not cfg.use_gpu:
-        torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
-    groups = param_groups(student, cfg.optim)
+    device = train_device(cfg.resources.gpus_per_worker)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.resources.threads)
     strategy = create_strategy(cfg, device)
-    strategy.prepare(student, groups)
+    strategy.prepare(student, param_groups(student, cfg.optim))
     return strategy
 
 
-def load_checkpoint(strategy: Strategy) -> TrainState:
+def load_checkpoint(strategy: Strategy, run: str) -> TrainState:
+    """The state of Ray's latest checkpoint of this run (the one the driver planned the data from)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return TrainState(world_size=strategy.world_size)
@@ -83,6 +96,11 @@ def load_checkpoint(strategy: Strategy) -> TrainState:
         with open(os.path.join(directory, SIDECAR)) as f:
             state = TrainState.from_dict(json.load(f))
         strategy.load(directory, state.world_size)
+    best = resolve(run).join(BEST)
+    if best.join(CARD_FILE).exists():  # a best student written after this checkpoint still counts
+        saved = read_card(best.uri).lineage.get("metrics", {}).get("val_quality_loss")
+        if saved is not None:
+            state.best_val = min(state.best_val, saved)
     if strategy.is_rank0:
         print(f"distill: resumed at step {state.step} ({state.consumed} samples consumed)", flush=True)
     state.world_size = strategy.world_size
@@ -92,10 +110,10 @@ def load_checkpoint(strategy: Strategy) -> TrainState:
 def setup_data(cfg: DistillConfig, state: TrainState, offset_samples: int, world_size: int):
     """This worker's batches, skipping what the checkpoint consumed beyond the dataset's own offset."""
     shard = ray.train.get_dataset_shard("train")
-    batches = shard.iter_batches(batch_size=cfg.deepspeed.micro_batch, batch_format="numpy", drop_last=True,
-                                 local_shuffle_buffer_size=4 * cfg.deepspeed.micro_batch,
+    batches = shard.iter_batches(batch_size=cfg.engine.micro_batch, batch_format="numpy", drop_last=True,
+                                 local_shuffle_buffer_size=4 * cfg.engine.micro_batch,
                                  local_shuffle_seed=cfg.data.seed + state.step)
-    to_skip = max(state.consumed - offset_samples, 0) // world_size
+    to_skip = rows_to_skip(state.consumed, offset_samples, world_size)
     for batch in batches:
         if to_skip >= len(batch["image_id"]):
             to_skip -= len(batch["image_id"])  # a restarted worker group re-reads its stream from the start
@@ -119,23 +137,26 @@ def validation_cache(cfg: DistillConfig):
     return batches
 
 
-def report_and_checkpoint(cfg: DistillConfig, strategy: Strategy, config_hash: str, plan: Plan):
+def save_best(cfg: DistillConfig, run: str, ema: EMA, state: TrainState, metrics: dict, plan: Plan) -> None:
+    lineage = {"label": cfg.data.label, "weights": cfg.student.weights, "run": cfg.name, "step": state.step,
+               "metrics": metrics,
+               # the head predicts (label - mean) / std: this maps scores back to the teacher's scale
+               "label_scaling": {"mean": plan.label_mean, "std": plan.label_std}}
+    save_model(ema.model, resolve(run).join(BEST).uri, card_for(ema.model, "student", lineage))
+
+
+def report_and_checkpoint(cfg: DistillConfig, strategy: Strategy, config_hash: str, plan: Plan, run: str):
     def report(state: TrainState, metrics: dict, ema: EMA | None, improved: bool) -> None:
+        if strategy.is_rank0:
+            if improved and ema is not None:
+                save_best(cfg, run, ema, state, metrics, plan)
+            print("distill: validation " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                    for k, v in metrics.items() if v is not None), flush=True)
         with tempfile.TemporaryDirectory() as directory:
             strategy.save(directory)
             if strategy.is_rank0:
-                sidecar = state.to_dict() | {"config_hash": config_hash}
                 with open(os.path.join(directory, SIDECAR), "w") as f:
-                    json.dump(sidecar, f)
-                if improved and ema is not None:
-                    lineage = {"label": cfg.data.label, "weights": cfg.student.weights, "run": cfg.name,
-                               "step": state.step, "metrics": metrics,
-                               # the head predicts (label - mean) / std: this maps scores back to the teacher's scale
-                               "label_scaling": {"mean": plan.label_mean, "std": plan.label_std}}
-                    card = card_for(ema.model, "student", lineage)
-                    save_model(ema.model, os.path.join(directory, BEST), card)
-                print("distill: validation " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                        for k, v in metrics.items() if v is not None), flush=True)
+                    json.dump(state.to_dict() | {"config_hash": config_hash}, f)
             clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
             ray.train.report(clean, checkpoint=Checkpoint.from_directory(directory))
 
@@ -147,10 +168,10 @@ def train_loop(config: dict) -> None:
     plan = Plan(**config["plan"])
     student, frozen = setup_model(cfg)
     strategy = setup_strategy(cfg, student)
-    state = load_checkpoint(strategy)
+    state = load_checkpoint(strategy, config["run"])
     target = make_target(cfg, strategy, frozen)
     batches = setup_data(cfg, state, config["offset_samples"], strategy.world_size)
     distiller = Distiller(cfg, strategy, target, plan, validation_cache(cfg),
-                          report_and_checkpoint(cfg, strategy, config["config_hash"], plan),
+                          report_and_checkpoint(cfg, strategy, config["config_hash"], plan, config["run"]),
                           log=lambda line: print(f"distill: {line}", flush=True))
     distiller.run(batches, state)

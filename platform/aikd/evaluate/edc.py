@@ -29,6 +29,8 @@ from typing import Literal
 
 import numpy as np
 
+from aikd.errors import AikdError
+
 
 @dataclass(frozen=True)
 class EDC:
@@ -55,7 +57,7 @@ def threshold_at_fmr(non_mated: np.ndarray, fmr: float) -> float:
     """The smallest non-mated score with at most ``fmr`` of non-mated scores above it."""
     n = len(non_mated)
     if n == 0:
-        raise ValueError("no non-mated scores to fix a threshold on")
+        raise AikdError("no non-mated comparisons to fix a threshold on")
     if not 0.0 <= fmr < 1.0:
         raise ValueError(f"fmr must be in [0, 1), got {fmr}")
     allowed = int(np.floor(fmr * n))
@@ -69,7 +71,7 @@ def edc_fixed(mated_scores: np.ndarray, mated_quality: np.ndarray, non_mated_sco
     quality = np.asarray(mated_quality, np.float64)
     n = len(scores)
     if n == 0:
-        raise ValueError("no mated pairs")
+        raise AikdError("no mated comparisons: the evaluation set needs several images of some identities")
     t = threshold_at_fmr(np.asarray(non_mated_scores, np.float64), fmr)
     order = np.argsort(quality, kind="stable")
     q_sorted = quality[order]

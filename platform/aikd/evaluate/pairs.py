@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aikd.errors import AikdError
 from aikd.storage import resolve
 
 
-class PairsError(ValueError):
+class PairsError(AikdError):
     """A pairs file that does not fit the face set."""
 
 

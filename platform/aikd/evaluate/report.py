@@ -20,6 +20,7 @@ from aikd.evaluate.edc import EDC, edc_fixed, edc_reestimated, pair_qualities, p
 from aikd.evaluate.pairs import Pairs, build_pairs, read_pairs
 from aikd.evaluate.ranks import spearman
 from aikd.evaluate.scoring import condition_names, score_faces
+from aikd.job import finish
 from aikd.runtime import ensure_ray
 from aikd.storage import resolve
 
@@ -147,10 +148,17 @@ def write_report(cfg: EvaluateConfig, results: dict, curves: dict) -> dict:
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
+    """Score, compare, report.
+
+    Rerun contract: recompute. Scoring every face under every condition is the job's
+    whole cost and its inputs (models, faces) may have changed, so a rerun scores again
+    and overwrites the report; nothing partial is kept between runs.
+    """
     ensure_ray()
     faces = score_faces(cfg)
     results, curves = evaluate(cfg, faces)
     written = write_report(cfg, results, curves)
-    return {"report": written["report"], "faces": results["faces"], "mated_pairs": results["mated_pairs"],
-            "non_mated_pairs": results["non_mated_pairs"], "pauc": results["pauc"],
-            "invariance": results["invariance"], "table": written["table"]}
+    return finish(resolve(cfg.out), {
+        "job": "evaluate", "report": written["report"], "faces": results["faces"],
+        "mated_pairs": results["mated_pairs"], "non_mated_pairs": results["non_mated_pairs"],
+        "pauc": results["pauc"], "invariance": results["invariance"], "table": written["table"]})

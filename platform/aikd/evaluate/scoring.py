@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import ray
 import torch
 import torch.nn.functional as F
 
-from aikd.align import box_matrix, perturb, similarity_batch, template, warp_batch
+from aikd.actor_pool import map_actors
+from aikd.align import box_matrix, perturb, similarity_batch, template, warp_rgb
 from aikd.config import EvaluateConfig
-from aikd.data.pipeline import _bgr_to_rgb, decode_valid, plan_units, stable_hash, unit_batches
+from aikd.data.pipeline import decode_valid, plan_units, unit_batches
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
-from aikd.models.transforms import to_input
-from aikd.models.weights import load_model
+from aikd.data.split import stable_hash
+from aikd.errors import AikdError
+from aikd.models.weights import load_model, preprocess_of
+from aikd.runtime import actor_device
 from aikd.teachers import Scores, TeacherBatch, create_teacher
 
 
@@ -49,13 +51,14 @@ class _Student:
     needs_images = True
 
     def __init__(self, uri: str, device: torch.device):
-        self.model, card = load_model(uri)
+        self.model, _ = load_model(uri)
         self.model = self.model.to(device).eval()
-        self.card, self.device, self.input_size = card, device, card.input_size
+        self.preprocess, self.device = preprocess_of(self.model), device
+        self.input_size = self.preprocess.input_size
 
     @torch.no_grad()
     def score(self, batch: TeacherBatch):
-        q = self.model(to_input(batch.aligned, self.card.mean, self.card.std, device=self.device))[1]
+        q = self.model(self.preprocess(batch.aligned, self.device))[1]
         return Scores(q.float().cpu().numpy(), {})
 
 
@@ -65,13 +68,14 @@ class EvalScorer:
     def __init__(self, cfg: EvaluateConfig):
         cv2.setNumThreads(1)
         self.cfg = cfg
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.fr, self.fr_card = load_model(cfg.fr_model)
+        self.device = actor_device()  # the GPU Ray gave this actor, else the CPU
+        self.fr, _ = load_model(cfg.fr_model)
         self.fr = self.fr.to(self.device).eval()
+        self.fr_preprocess = preprocess_of(self.fr)
         self.models = {}
         for spec in cfg.models:
             if spec.teacher is not None:
-                self.models[spec.name] = create_teacher(spec.teacher, **spec.options)
+                self.models[spec.name] = create_teacher(spec.teacher, **spec.options)  # on this actor's device
             else:
                 self.models[spec.name] = _Student(spec.student, self.device)
         self.conditions = condition_names(cfg)
@@ -100,13 +104,12 @@ class EvalScorer:
             crops: dict[int, np.ndarray] = {}  # one warp per output size, shared by the models
 
             def crop(size: int, condition=condition, crops=crops) -> np.ndarray:
-                if size not in crops:
-                    m = condition_matrices(self.cfg, condition, lms, boxes, hashes, size)
-                    crops[size] = _bgr_to_rgb(warp_batch(images, m, size)) if len(images) else np.zeros(
-                        (0, size, size, 3), np.uint8)
+                if size not in crops:  # a batch with no usable face has no warps to compute
+                    m = condition_matrices(self.cfg, condition, lms, boxes, hashes, size) if images else None
+                    crops[size] = warp_rgb(images, m, size)
                 return crops[size]
 
-            fr_in = to_input(crop(self.fr_card.input_size), self.fr_card.mean, self.fr_card.std, device=self.device)
+            fr_in = self.fr_preprocess(crop(self.fr_preprocess.input_size), self.device)
             out[f"emb__{condition}"] = F.normalize(self.fr(fr_in).float(), dim=1).cpu().numpy()
             for name, model in self.models.items():
                 tb = TeacherBatch(ids, out[SUBJECT_ID], crop(model.input_size), {})
@@ -122,12 +125,10 @@ def score_faces(cfg: EvaluateConfig) -> dict[str, np.ndarray]:
 
     units = plan_units(DataConfig(shards=cfg.shards))
     items = [{"uri": u.uri, "row_group": u.row_group} for u in units]
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        EvalScorer, fn_constructor_kwargs={"cfg": cfg}, batch_size=1, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=min(cfg.workers, len(items))), num_cpus=cfg.worker_cpus)
+    ds = map_actors(items, EvalScorer, {"cfg": cfg}, cfg.resources)
     batches = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
     if not batches:
-        raise ValueError(f"no usable faces in {cfg.shards}")
+        raise AikdError(f"no usable faces in {cfg.shards}")
     out = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     order = np.argsort(out[IMAGE_ID], kind="stable")  # a deterministic order, whatever Ray delivered
     return {k: v[order] for k, v in out.items()}

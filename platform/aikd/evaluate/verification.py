@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from aikd.models.transforms import to_input
+from aikd.errors import AikdError
+from aikd.models.transforms import Preprocess
 
 
 def normalise(embeddings: np.ndarray) -> np.ndarray:
@@ -29,7 +30,7 @@ def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
     that the share of impostors above it is <= far.
     """
     if len(impostor) == 0 or len(genuine) == 0:
-        raise ValueError("need both mated and non-mated pairs")
+        raise AikdError("verification needs both mated and non-mated pairs: hold out more identities")
     imp = np.sort(impostor)
     allowed = int(np.floor(far * len(imp)))  # impostors that may pass
     threshold = imp[len(imp) - allowed - 1]
@@ -46,12 +47,12 @@ def verification_report(embeddings: np.ndarray, subjects, fars=(1e-3, 1e-2)) -> 
 
 
 @torch.no_grad()
-def embed_batches(model: torch.nn.Module, batches, key: str = "aligned", mean=(0.5,) * 3, std=(0.5,) * 3):
-    """Embeddings of pipeline batches (``key`` view) with their subject and image ids."""
+def embed_batches(model: torch.nn.Module, batches, preprocess: Preprocess, key: str = "aligned"):
+    """Embeddings of pipeline batches (``key`` view, fed as the model's card says) with their subject and image ids."""
     model.eval()
     embs, subjects, ids = [], [], []
     for batch in batches:
-        out = model(to_input(batch[key], mean, std))
+        out = model(preprocess(batch[key]))
         out = out[0] if isinstance(out, tuple) else out
         embs.append(out.numpy())
         subjects.append(batch["subject_id"])

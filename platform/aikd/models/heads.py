@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from aikd.errors import ComponentError
+
 
 class MarginHead(nn.Module, abc.ABC):
     """Normalised-softmax head: logits = s * margin(cos(embedding, centre))."""
@@ -62,5 +64,5 @@ HEADS = {"cosface": CosFace, "arcface": ArcFace}
 
 def create_head(name: str, embedding_dim: int, num_classes: int, **overrides) -> MarginHead:
     if name not in HEADS:
-        raise ValueError(f"unknown margin head {name!r}; valid: {', '.join(sorted(HEADS))}")
+        raise ComponentError(f"unknown margin head {name!r}; valid: {', '.join(sorted(HEADS))}")
     return HEADS[name](embedding_dim, num_classes, **{k: v for k, v in overrides.items() if v is not None})

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
+from aikd.errors import ComponentError
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -29,7 +31,7 @@ _MODELS: dict[str, tuple[Callable[..., nn.Module], ModelInfo]] = {}
 def register_model(info: ModelInfo):
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if info.name in _MODELS:
-            raise ValueError(f"model {info.name!r} registered twice")
+            raise ComponentError(f"model {info.name!r} registered twice")
         _MODELS[info.name] = (fn, info)
         return fn
 
@@ -44,20 +46,21 @@ def list_models() -> list[str]:
 def model_info(name: str) -> ModelInfo:
     _load_families()
     if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(sorted(_MODELS))}")
+        raise ComponentError(f"unknown model {name!r}; valid: {', '.join(sorted(_MODELS))}")
     return _MODELS[name][1]
 
 
 def create_model(name: str, **overrides) -> nn.Module:
     """Build a registered model; overrides that are None are dropped (unset knobs)."""
-    model_info(name)  # loads the families and names the valid choices if unknown
+    info = model_info(name)  # loads the families and names the valid choices if unknown
     fn = _MODELS[name][0]
     kwargs = {k: v for k, v in overrides.items() if v is not None}
     try:
         model = fn(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"bad arguments for model {name!r}: {err}") from None
-    model.aikd_spec = {"name": name, "args": kwargs}  # what a model card records to rebuild it
+    except (TypeError, ValueError) as err:
+        raise ComponentError(f"bad arguments for model {name!r}: {err}") from None
+    # what a model card records: how to rebuild it and how to feed it
+    model.aikd_spec = {"name": name, "args": kwargs, "mean": info.mean, "std": info.std}
     return model
 
 

@@ -8,6 +8,8 @@ it is the layout cuDNN's bf16/fp16 kernels want on a GPU.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -22,3 +24,15 @@ def to_input(images: np.ndarray | torch.Tensor, mean=(0.5, 0.5, 0.5), std=(0.5, 
     m = torch.tensor(mean, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
     return t.sub_(m).div_(s).contiguous(memory_format=torch.channels_last)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model is fed, read from its card (or registry entry), never assumed at the call site."""
+
+    input_size: int
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+    def __call__(self, images: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+        return to_input(images, self.mean, self.std, device=device)

@@ -19,15 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from aikd.errors import AikdError
+from aikd.models.transforms import Preprocess
 from aikd.storage import resolve
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "card.json"
 WRAPPER_PREFIXES = ("module.", "backbone.", "feature_extractor.")
 EXTRA_PREFIX = "extra."  # tensors stored beside the network (e.g. class centres), not part of it
+CENTRES = "class_centres"  # the margin head's centres, saved beside an FR backbone (CR-FIQA needs them)
 
 
-class WeightsError(ValueError):
+class WeightsError(AikdError):
     """Weights that cannot be read or do not fit the model."""
 
 
@@ -47,12 +50,25 @@ class ModelCard(BaseModel):
 
 def card_for(model: nn.Module, kind: str, lineage: dict | None = None) -> ModelCard:
     """The card of a model made by create_model / create_student (they record their spec)."""
+    backbone, spec = _spec(model)
+    return ModelCard(kind=kind, architecture=spec["name"], arguments=spec["args"], input_size=backbone.input_size,
+                     mean=spec["mean"], std=spec["std"], embedding_dim=backbone.fc.out_features,
+                     lineage=lineage or {})
+
+
+def _spec(model: nn.Module) -> tuple[nn.Module, dict]:
+    """The backbone of a model (a student's feature extractor) and what create_model recorded of it."""
     backbone = model.feature_extractor if hasattr(model, "feature_extractor") else model
     spec = getattr(backbone, "aikd_spec", None)
     if spec is None:
         raise WeightsError("model was not made by aikd.models.create_model: its architecture is unknown")
-    return ModelCard(kind=kind, architecture=spec["name"], arguments=spec["args"], input_size=backbone.input_size,
-                     embedding_dim=backbone.fc.out_features, lineage=lineage or {})
+    return backbone, spec
+
+
+def preprocess_of(model: nn.Module) -> Preprocess:
+    """How to feed a model made by create_model or load_model: its input size and normalisation."""
+    backbone, spec = _spec(model)
+    return Preprocess(backbone.input_size, tuple(spec["mean"]), tuple(spec["std"]))
 
 
 def build(card: ModelCard) -> nn.Module:
@@ -60,18 +76,28 @@ def build(card: ModelCard) -> nn.Module:
     from aikd.models.student import create_student
 
     if card.kind == "student":
-        return create_student(card.architecture, **card.arguments)
-    if card.kind == "backbone":
-        return create_model(card.architecture, **card.arguments)
-    raise WeightsError(f"a {card.kind} card does not describe a network to build")
+        model = create_student(card.architecture, **card.arguments)
+    elif card.kind == "backbone":
+        model = create_model(card.architecture, **card.arguments)
+    else:
+        raise WeightsError(f"a {card.kind} card does not describe a network to build")
+    _, spec = _spec(model)
+    spec.update(mean=card.mean, std=card.std)  # the card, not the registry's default, says how it was trained
+    return model
 
 
 def save_model(model: nn.Module, uri: str, card: ModelCard, extra: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``model.safetensors`` (+ ``extra`` tensors, e.g. class centres) and ``card.json``."""
+    """Write ``model.safetensors`` (+ ``extra`` tensors, e.g. class centres) and ``card.json``.
+
+    The card goes first out and last in, so a directory with a card always holds the
+    weights it describes, even when a crash hits an overwrite (e.g. a run's best student).
+    """
     root = resolve(uri)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for key, value in (extra or {}).items():
         tensors[EXTRA_PREFIX + key] = value.detach().cpu().contiguous()
+    if root.join(CARD_FILE).exists():
+        root.fs.delete_file(root.join(CARD_FILE).path)
     root.join(WEIGHTS_FILE).write_bytes(save_safetensors(tensors, metadata={"kind": card.kind}))
     root.join(CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")
 
@@ -100,6 +126,14 @@ def load_model(uri: str) -> tuple[nn.Module, ModelCard]:
     state, _ = read_tensors(uri)
     load_weights(model, state, source=uri)
     return model, card
+
+
+def class_centres(uri: str) -> tuple[torch.Tensor, list[str]]:
+    """A margin head's class centres saved beside a backbone, and the class names its card lists."""
+    _, extra = read_tensors(uri)
+    if CENTRES not in extra:
+        raise WeightsError(f"{resolve(uri).join(WEIGHTS_FILE).uri} holds no class centres: not made by fr-train")
+    return extra[CENTRES], list(read_card(uri).lineage.get("classes", []))
 
 
 def read_user_weights(uri: str) -> dict[str, torch.Tensor]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aikd.errors import ComponentError
+
 
 @dataclass
 class TeacherBatch:
@@ -50,7 +52,7 @@ _TEACHERS: dict[str, Callable[..., Teacher]] = {}
 def register_teacher(name: str):
     def wrap(cls):
         if name in _TEACHERS:
-            raise ValueError(f"teacher {name!r} registered twice")
+            raise ComponentError(f"teacher {name!r} registered twice")
         cls.name = name
         _TEACHERS[name] = cls
         return cls
@@ -67,11 +69,11 @@ def create_teacher(name: str, **options) -> Teacher:
     """Build a registered teacher; options that are None are dropped."""
     _load()
     if name not in _TEACHERS:
-        raise ValueError(f"unknown teacher {name!r}; valid: {', '.join(sorted(_TEACHERS))}")
+        raise ComponentError(f"unknown teacher {name!r}; valid: {', '.join(sorted(_TEACHERS))}")
     try:
         return _TEACHERS[name](**{k: v for k, v in options.items() if v is not None})
-    except TypeError as err:
-        raise ValueError(f"bad options for teacher {name!r}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise ComponentError(f"bad options for teacher {name!r}: {err}") from None
 
 
 def _load() -> None:

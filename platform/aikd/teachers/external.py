@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from aikd.errors import ComponentError
 from aikd.storage import resolve
 from aikd.teachers.base import Scores, Teacher, TeacherBatch, register_teacher
 
@@ -24,7 +25,7 @@ class External(Teacher):
     def __init__(self, column: str | None = None, table: str | None = None, score_column: str = "score",
                  higher_is_better: bool = True):
         if (column is None) == (table is None):
-            raise ValueError("external teacher: give exactly one of 'column' or 'table'")
+            raise ComponentError("external teacher: give exactly one of 'column' or 'table'")
         self.column, self.table_uri, self.higher_is_better = column, table, higher_is_better
         self.lookup: dict[str, float] | None = None
         if table is not None:
@@ -33,7 +34,7 @@ class External(Teacher):
     def score(self, batch: TeacherBatch) -> Scores:
         if self.column is not None:
             if self.column not in batch.columns:
-                raise ValueError(f"external teacher: column {self.column!r} not in the shards; "
+                raise ComponentError(f"external teacher: column {self.column!r} not in the shards; "
                                  f"columns: {sorted(batch.columns)}")
             values = np.asarray(batch.columns[self.column], np.float32)
             reasons = {i: f"non-finite value in {self.column}" for i in np.flatnonzero(~np.isfinite(values))}
@@ -49,12 +50,13 @@ class External(Teacher):
 def _read_table(uri: str, score_column: str) -> dict[str, float]:
     location = resolve(uri)
     if not location.exists():
-        raise FileNotFoundError(f"external label table not found: {location.uri}")
+        raise ComponentError(f"external label table not found: {location.uri}")
     with location.fs.open_input_file(location.path) as f:
         table = pacsv.read_csv(f) if location.path.endswith(".csv") else pq.read_table(f)
     for name in ("image_id", score_column):
         if name not in table.column_names:
-            raise ValueError(f"{location.uri}: needs columns image_id and {score_column!r}; has {table.column_names}")
+            raise ComponentError(f"{location.uri}: needs columns image_id and {score_column!r}; "
+                                 f"has {table.column_names}")
     ids = table.column("image_id").cast(pa.string()).to_pylist()
     scores = table.column(score_column).cast(pa.float64()).to_pylist()
     return {i: (np.nan if s is None else s) for i, s in zip(ids, scores, strict=True)}

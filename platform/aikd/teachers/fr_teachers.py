@@ -10,20 +10,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from aikd.errors import ComponentError
 from aikd.models.transforms import to_input
-from aikd.models.weights import load_model
+from aikd.models.weights import class_centres, load_model
+from aikd.runtime import actor_device
 from aikd.teachers.base import Scores, Teacher, TeacherBatch, register_teacher
 
 
 def _device(device: str | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """The device asked for, else the one Ray gave this actor (CPU outside Ray or without a GPU)."""
+    return torch.device(device) if device else actor_device()
 
 
 class _FRTeacher(Teacher):
     def __init__(self, model: str, device: str | None = None, batch_size: int = 128):
         backbone, card = load_model(model)
         if not hasattr(backbone, "trunk"):
-            raise ValueError(f"{model}: a {card.architecture} backbone, but FR teachers need an IResNet-style one")
+            raise ComponentError(f"{model}: a {card.architecture} backbone, but FR teachers need an IResNet-style one")
         self.device = _device(device)
         self.backbone = backbone.to(self.device).eval()
         self.card, self.model_uri, self.batch_size = card, model, batch_size
@@ -73,7 +76,7 @@ class SerFiq(_FRTeacher):
     def __init__(self, model: str, passes: int = 100, dropout: float = 0.5, seed: int = 0, **kw):
         super().__init__(model, **kw)
         if passes < 2 or not 0.0 < dropout < 1.0:
-            raise ValueError(f"serfiq needs passes >= 2 and 0 < dropout < 1, got {passes}, {dropout}")
+            raise ComponentError(f"serfiq needs passes >= 2 and 0 < dropout < 1, got {passes}, {dropout}")
         self.passes, self.p, self.seed = passes, dropout, seed
 
     def score(self, batch: TeacherBatch) -> Scores:
@@ -102,8 +105,6 @@ class CrFiqa(_FRTeacher):
 
     def __init__(self, model: str, eps: float = 1e-9, **kw):
         super().__init__(model, **kw)
-        from aikd.frtrain import class_centres
-
         centres, classes = class_centres(model)
         self.centres = F.normalize(centres.float(), dim=1).to(self.device)
         self.index = {name: i for i, name in enumerate(classes)}

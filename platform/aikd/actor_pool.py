@@ -1,0 +1,39 @@
+"""Work items over a pool of long-lived Ray Data actors: the shape of every actor-pool job.
+
+The pipeline's decode/warp stage, labelling, evaluation scoring (and batch scoring
+next) all hand whole work items (a shard, a row group) to actors that load their
+models or state once. One dataset row per item, one item per call: the pool balances
+items, and each actor keeps calls queued, which avoids the gap Ray's scheduler leaves
+between short tasks on a busy machine. The stream is paced (:mod:`aikd.data.pacing`).
+"""
+
+from __future__ import annotations
+
+import ray
+
+from aikd.config import Resources
+from aikd.data.pacing import paced
+from aikd.errors import AikdError
+
+
+def pool_size(resources: Resources, items: int) -> int:
+    """As many actors as asked for, never more than there are items to give them."""
+    return max(1, min(resources.workers, items))
+
+
+def map_actors(items: list[dict], actor: type, kwargs: dict, resources: Resources) -> ray.data.Dataset:
+    """A lazy dataset of ``actor(**kwargs)(batch of one item)`` over ``items``, on ``resources``.
+
+    ``actor.__call__`` receives a numpy batch holding one item (its fields as columns)
+    and returns or yields output batches. Each actor asks Ray for ``cpus_per_worker``
+    and ``gpus_per_worker``; it finds its device with :func:`aikd.runtime.actor_device`.
+    """
+    if not items:
+        raise AikdError(f"{actor.__name__}: no work items (no shards or row groups to read)")
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(
+        actor, fn_constructor_kwargs=kwargs, batch_size=1, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=pool_size(resources, len(items))),
+        num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker,
+    )
+    return paced(ds)
