@@ -61,6 +61,12 @@ def deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
+def distinct(values: list[str], what: str, why: str) -> None:
+    """Refuse repeated values in a list where each must name one thing."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} must be distinct ({why}), got {values}")
+
+
 class Frozen(BaseModel):
     """Immutable, unknown keys refused; fields a spec may still carry under an old name say their new one."""
 
@@ -260,9 +266,7 @@ class LabelConfig(JobSpec):
     @field_validator("teachers")
     @classmethod
     def _distinct_columns(cls, teachers: list[TeacherSpec]) -> list[TeacherSpec]:
-        columns = [t.column for t in teachers]
-        if len(set(columns)) != len(columns):
-            raise ValueError(f"two teachers write the same column: {columns}; set 'label' to tell them apart")
+        distinct([t.column for t in teachers], "teachers' columns", "set 'label' to tell them apart")
         return teachers
 
 
@@ -405,7 +409,5 @@ class EvaluateConfig(JobSpec):
     @field_validator("models")
     @classmethod
     def _distinct_names(cls, models: list[FIQASpec]) -> list[FIQASpec]:
-        names = [m.name for m in models]
-        if len(set(names)) != len(names):
-            raise ValueError(f"model names must be distinct, got {names}")
+        distinct([m.name for m in models], "model names", "they label tables and plots")
         return models

@@ -9,7 +9,7 @@ from aikd.distill.run import run_distill
 from aikd.distill.worker import SIDECAR
 from aikd.job import latest_checkpoint, read_json
 from aikd.models.weights import load_model
-from aikd.storage import resolve
+from aikd.storage import copy_tree, resolve
 
 
 def _config(shards, weights, storage, name, zero_stage, max_steps):
@@ -20,20 +20,14 @@ def _config(shards, weights, storage, name, zero_stage, max_steps):
                          max_steps=max_steps, resources=half)
 
 
-def _copy(src: str, dst: str) -> None:
-    source, target = resolve(src), resolve(dst)
-    for f in source.list_files():
-        target.join(f.path[len(source.path) + 1:]).write_bytes(f.read_bytes())
-
-
 @pytest.fixture(scope="module")
 def s3_run(labelled_run, fr_run, s3_server):
     """ZeRO-0 on data, model and run storage all in the local S3 bucket; then the same run again, longer."""
     job, _ = labelled_run
     cfg_fr, _ = fr_run
     root = "s3://aikd-test/distill"
-    _copy(job.out, f"{root}/labelled")
-    _copy(cfg_fr.out, f"{root}/fr_model")
+    copy_tree(resolve(job.out), resolve(f"{root}/labelled"))
+    copy_tree(resolve(cfg_fr.out), resolve(f"{root}/fr_model"))
     first = _config([f"{root}/labelled"], f"{root}/fr_model", f"{root}/runs", "zero0", 0, max_steps=30)
     summary_first = run_distill(first)
     second = first.model_copy(update={"max_steps": 40})
