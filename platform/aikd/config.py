@@ -8,6 +8,7 @@ a one-line message instead of a silently new key. Every job's spec shares one sh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -151,6 +152,8 @@ class EmbeddedDefault(Frozen):
     ``root`` where missing (idempotent), and the fields it leaves out come from
     :meth:`stage` (one place for the default's paths, sizes and resources).
     """
+
+    renamed: ClassVar[dict[str, str]] = {k: f"bootstrap.{v}" for k, v in RESOURCE_RENAMES.items()}
 
     root: str = Field("runs/default", description="URI under which faces/, fr_model/ and labelled/ live")
     identities: int = Field(300, ge=4)
@@ -369,6 +372,28 @@ class FIQASpec(Frozen):
         return self
 
 
+@dataclass(frozen=True)
+class Condition:
+    """One evaluation condition, carried as typed values so no strength is ever parsed back out of a name.
+
+    ``index`` is the strength's position in ``misalignment``: it seeds the noise, so
+    results stay the same whatever the strength's printed form.
+    """
+
+    kind: Literal["aligned", "misaligned", "box"]
+    strength: float | None = None
+    index: int = 0
+
+    def __post_init__(self):
+        if (self.kind == "misaligned") != (self.strength is not None):
+            raise ValueError(f"a misaligned condition, and only it, has a strength: got {self!r}")
+
+    @property
+    def name(self) -> str:
+        """Display name and column / file key: ``aligned``, ``misaligned_<strength:g>``, ``box``."""
+        return f"misaligned_{self.strength:g}" if self.kind == "misaligned" else self.kind
+
+
 class EvaluateConfig(JobSpec):
     """EDC / pAUC of FIQA models under alignment conditions, with an FR model scoring comparisons."""
 
@@ -391,6 +416,21 @@ class EvaluateConfig(JobSpec):
     non_mated: int = Field(1_000_000, ge=1)
     pairs_file: str | None = Field(None, description="LFW pairs.txt or CSV; default: pairs built from subject ids")
     batch_size: int = Field(256, ge=1)
+
+    @property
+    def conditions(self) -> list[Condition]:
+        """Every condition of the evaluation, in report order."""
+        out = [Condition("aligned")]
+        out += [Condition("misaligned", float(s), k) for k, s in enumerate(self.misalignment)]
+        return out + ([Condition("box")] if self.box else [])
+
+    @field_validator("misalignment")
+    @classmethod
+    def _one_name_per_strength(cls, values: list[float]) -> list[float]:
+        # a condition's name keys its columns and files: 0.03333333 and 0.033333334 both print 0.0333333
+        names = [Condition("misaligned", float(s), k).name for k, s in enumerate(values)]
+        distinct(names, "condition names", "strengths must differ in 6 digits")
+        return values
 
     @field_validator("fmr")
     @classmethod

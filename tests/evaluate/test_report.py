@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from aikd.config import EvaluateConfig, FIQASpec
+from aikd.config import EvaluateConfig, FIQASpec, Resources
 from aikd.data.synth import SynthConfig, write_synthetic
 from aikd.evaluate.report import run_evaluate
 from aikd.models.student import create_student
@@ -24,7 +24,8 @@ def report(fr_run, tmp_path_factory):
     cfg = EvaluateConfig(shards=[faces], out=str(root / "report"), fr_model=cfg_fr.out,
                          models=[FIQASpec(name="norm", teacher="norm", options={"model": cfg_fr.out}),
                                  FIQASpec(name="student", student=str(root / "student"))],
-                         misalignment=[3.0], fmr=[1e-2], non_mated=5000, workers=2, worker_cpus=0.5)
+                         misalignment=[3.0], fmr=[1e-2], non_mated=5000,
+                         resources=Resources(workers=2, cpus_per_worker=0.5))
     return cfg, run_evaluate(cfg)
 
 

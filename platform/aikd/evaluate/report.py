@@ -19,7 +19,7 @@ from aikd.config import EvaluateConfig
 from aikd.evaluate.edc import EDC, edc_fixed, edc_reestimated, pair_qualities, pauc
 from aikd.evaluate.pairs import Pairs, build_pairs, read_pairs
 from aikd.evaluate.ranks import spearman
-from aikd.evaluate.scoring import condition_names, score_faces
+from aikd.evaluate.scoring import score_faces
 from aikd.job import finish
 from aikd.runtime import ensure_ray
 from aikd.storage import resolve
@@ -47,13 +47,13 @@ def evaluate(cfg: EvaluateConfig, faces: dict[str, np.ndarray]) -> tuple[dict, d
     ids, subjects = faces["image_id"], faces["subject_id"]
     pairs = read_pairs(cfg.pairs_file, ids) if cfg.pairs_file else build_pairs(
         subjects, cfg.max_mated, cfg.non_mated, cfg.seed)
-    conditions = condition_names(cfg)
+    names = [c.name for c in cfg.conditions]  # display names key the scored columns and the report
     models = [m.name for m in cfg.models]
     results = {"faces": int(len(ids)), "mated_pairs": pairs.n_mated, "non_mated_pairs": int(len(pairs) - pairs.n_mated),
-               "mode": cfg.mode, "pair_quality": cfg.pair_quality, "conditions": conditions, "models": models,
+               "mode": cfg.mode, "pair_quality": cfg.pair_quality, "conditions": names, "models": models,
                "pauc": [], "invariance": [], "start_fnmr": {}}
     curves = {}
-    for condition in conditions:
+    for condition in names:
         scores = comparison_scores(faces[f"emb__{condition}"], pairs)
         for fmr in cfg.fmr:
             for model in models:
@@ -67,7 +67,7 @@ def evaluate(cfg: EvaluateConfig, faces: dict[str, np.ndarray]) -> tuple[dict, d
                 results["pauc"].append(row)
     for model in models:
         base = faces[f"q__{model}__aligned"]
-        for condition in conditions[1:]:
+        for condition in names[1:]:  # names[0] is aligned
             results["invariance"].append({"model": model, "condition": condition,
                                           "spearman_vs_aligned": spearman(base, faces[f"q__{model}__{condition}"])})
     return results, curves

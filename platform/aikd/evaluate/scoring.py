@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from aikd.actor_pool import map_actors
 from aikd.align import box_matrix, perturb, similarity_batch, template, warp_rgb
-from aikd.config import EvaluateConfig
+from aikd.config import Condition, EvaluateConfig
 from aikd.data.pipeline import decode_valid, plan_units, unit_batches
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
 from aikd.data.split import stable_hash
@@ -25,22 +25,16 @@ from aikd.runtime import actor_device
 from aikd.teachers import Scores, TeacherBatch, create_teacher
 
 
-def condition_names(cfg: EvaluateConfig) -> list[str]:
-    names = ["aligned"] + [f"misaligned_{s:g}" for s in cfg.misalignment]
-    return names + (["box"] if cfg.box else [])
-
-
-def condition_matrices(cfg: EvaluateConfig, name: str, landmarks: np.ndarray, boxes, hashes: np.ndarray,
+def condition_matrices(cfg: EvaluateConfig, condition: Condition, landmarks: np.ndarray, boxes, hashes: np.ndarray,
                        size: int) -> np.ndarray:
     """(N, 2, 3) warps of one condition at output ``size``."""
-    if name == "aligned":
+    if condition.kind == "aligned":
         return similarity_batch(landmarks, template(size))
-    if name == "box":
+    if condition.kind == "box":
         return np.stack([box_matrix(b, size, cfg.box_margin) for b in boxes])
-    strength = float(name.split("_", 1)[1])
-    k = cfg.misalignment.index(strength)
-    noisy = np.stack([perturb(lm, strength, np.random.default_rng([cfg.seed, k, int(h)]), cfg.misalignment_relative)
-                      for lm, h in zip(landmarks, hashes, strict=True)])
+    rngs = (np.random.default_rng([cfg.seed, condition.index, int(h)]) for h in hashes)
+    noisy = np.stack([perturb(lm, condition.strength, rng, cfg.misalignment_relative)
+                      for lm, rng in zip(landmarks, rngs, strict=True)])
     return similarity_batch(noisy, template(size))
 
 
@@ -78,7 +72,7 @@ class EvalScorer:
                 self.models[spec.name] = create_teacher(spec.teacher, **spec.options)  # on this actor's device
             else:
                 self.models[spec.name] = _Student(spec.student, self.device)
-        self.conditions = condition_names(cfg)
+        self.conditions = cfg.conditions
 
     def __call__(self, units: dict) -> dict:
         columns = [IMAGE_ID, SUBJECT_ID, IMAGE, LANDMARKS, BBOX]
@@ -110,12 +104,12 @@ class EvalScorer:
                 return crops[size]
 
             fr_in = self.fr_preprocess(crop(self.fr_preprocess.input_size), self.device)
-            out[f"emb__{condition}"] = F.normalize(self.fr(fr_in).float(), dim=1).cpu().numpy()
+            out[f"emb__{condition.name}"] = F.normalize(self.fr(fr_in).float(), dim=1).cpu().numpy()
             for name, model in self.models.items():
                 tb = TeacherBatch(ids, out[SUBJECT_ID], crop(model.input_size), {})
                 values = model.score(tb).values
                 sign = 1.0 if model.higher_is_better else -1.0  # EDC wants higher = better
-                out[f"q__{name}__{condition}"] = sign * np.asarray(values, np.float32)
+                out[f"q__{name}__{condition.name}"] = sign * np.asarray(values, np.float32)
         return out
 
 

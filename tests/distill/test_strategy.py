@@ -1,0 +1,89 @@
+"""The DeepSpeed strategy (ZeRO 0, fp32) and the plain-DDP one take the same optimizer step.
+
+DeepSpeed needs a process group and mutates global state, so the comparison runs in a
+fresh interpreter (this file run as a script) and the test asserts on what it saved.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+# fp32, same kernels, same inputs, and both clip by min(1, grad_clip / (norm + 1e-6)); only the
+# order in which the gradient norm is summed differs, worth a few ulps (observed: bit-identical).
+ATOL, RTOL = 1e-6, 1e-5
+SCALES = {"clipped": 100.0, "unclipped": 1.0}  # loss factors: gradient norm ~271 and ~2.7 against grad_clip 5
+
+
+def _one_step(name: str, scale: float, x: torch.Tensor) -> tuple[dict, float]:
+    """One optimizer step of a fresh seeded student; its state after, and the gradient norm before clipping."""
+    from aikd.config import DataConfig, DistillConfig, EngineConfig, OptimConfig, StudentConfig
+    from aikd.distill.params import param_groups
+    from aikd.distill.strategy import create_strategy
+    from aikd.models.student import create_student
+
+    cfg = DistillConfig(name="t", storage="x", data=DataConfig(shards=["x"], label="q_t"),
+                        student=StudentConfig(weights="x"), optim=OptimConfig(train_last_k=5),
+                        engine=EngineConfig(micro_batch=4, zero_stage=0, precision="fp32"), strategy=name)
+    torch.manual_seed(0)
+    student = create_student("iresnet_tiny")
+    strategy = create_strategy(cfg, torch.device("cpu"))
+    strategy.prepare(student, param_groups(student, cfg.optim))
+    emb, q = strategy.forward(x)
+    strategy.backward(scale * (q.pow(2).mean() + emb.pow(2).mean()))
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in student.parameters() if p.grad is not None]))
+    assert strategy.step()
+    return {k: v.detach().clone() for k, v in strategy.module.state_dict().items()}, norm.item()
+
+
+def _compare(out: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    from aikd.distill.params import trainable_backbone_tensors
+    from aikd.models.student import create_student
+
+    torch.manual_seed(0)
+    student = create_student("iresnet_tiny")
+    trained = {f"quality_head.{n}" for n, _ in student.quality_head.named_parameters()} | {
+        f"feature_extractor.{n}" for n in trainable_backbone_tensors(student.feature_extractor, 5)}
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    results = {"before": {k: v.clone() for k, v in student.state_dict().items()}, "trained": trained,
+               "params": {n for n, _ in student.named_parameters()}}
+    for case, scale in SCALES.items():
+        for name in ("deepspeed", "ddp"):
+            results[case, name] = _one_step(name, scale, x)
+    torch.save(results, out)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def steps(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("strategy") / "steps.pt")
+    proc = subprocess.run([sys.executable, __file__, out], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return torch.load(out, weights_only=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", SCALES)
+def test_deepspeed_zero0_and_ddp_take_the_same_step(steps, case):
+    (ds, ds_norm), (ddp, ddp_norm) = steps[case, "deepspeed"], steps[case, "ddp"]
+    before = steps["before"]
+    assert ds_norm == pytest.approx(ddp_norm, rel=RTOL)
+    assert (ddp_norm > 5.0) == (case == "clipped")  # clipping at optim.grad_clip is active / inactive
+    assert ds.keys() == ddp.keys() == before.keys()
+    for k in before:
+        torch.testing.assert_close(ds[k], ddp[k], atol=ATOL, rtol=RTOL, msg=lambda m, k=k: f"{k}: {m}")
+    for state in (ds, ddp):  # the head and the last 5 backbone tensors moved, every frozen tensor kept its value
+        assert {k for k in steps["params"] if not torch.equal(state[k], before[k])} == steps["trained"]
+    assert len(steps["params"] - steps["trained"]) > 40
+
+
+if __name__ == "__main__":
+    _compare(sys.argv[1])
