@@ -1,4 +1,4 @@
-"""The face shard format, defined once (see DESIGN.md, "Face shards").
+"""The face shard format, defined once (see docs/shards.md).
 
 One row per face image: its id, subject, encoded unaligned image, 5 landmarks and an
 optional detector box. Label jobs add float columns named ``q_<teacher>``; other extra

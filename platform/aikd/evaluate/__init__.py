@@ -1,1 +1,1 @@
-"""Evaluation: face verification rates, and (to come) EDC curves and pAUC."""
+"""Evaluation: face verification rates, EDC curves and pAUC under alignment conditions, rank statistics, reports."""
