@@ -2,7 +2,9 @@ import pytest
 
 from aikd.config import DataConfig, FRTrainConfig, load_spec
 from aikd.errors import ConfigError
+from aikd.frtrain import run_fr_train
 from aikd.models.weights import class_centres, load_model, read_card
+from aikd.storage import resolve
 
 
 def test_fr_training_improves_held_out_verification(fr_run):
@@ -21,6 +23,13 @@ def test_fr_training_writes_backbone_and_class_centres(fr_run):
     centres, classes = class_centres(cfg.out)
     assert centres.shape == (summary["classes"], 512) and len(classes) == summary["classes"]
     assert read_card(cfg.out).lineage["head"] == "cosface"
+
+
+def test_a_finished_model_is_skipped_and_keeps_no_ray_run_files(fr_run):
+    cfg, summary = fr_run
+    assert not resolve(cfg.out).join("_ray").exists()  # the model dir holds the model, its card and summary
+    again = run_fr_train(cfg)
+    assert again["skipped"] is True and again["verification"] == summary["verification"]
 
 
 def test_fr_spec_must_hold_out_identities():

@@ -11,7 +11,8 @@ The Ray worker is a sequence of small functions fed only by its config.
 Rerun contract: skip. A finished model (its ``summary.json`` written last) is returned
 as it is; otherwise training starts from the beginning. A lost worker is replaced and
 training restarts (``max_failures``; the loop keeps no mid-run checkpoint: FR
-pretraining here is minutes long). Ray Train's run files live under ``<out>/_ray/``.
+pretraining here is minutes long). Ray Train's run files live under ``<out>/_ray/`` while
+it runs and are removed once the model is out.
 """
 
 from __future__ import annotations
@@ -174,6 +175,7 @@ def run_fr_train(cfg: FRTrainConfig) -> dict:
                  cfg.resources, run, datasets={"train": pipeline.dataset}, max_failures=cfg.max_failures)
     with result.checkpoint.as_directory() as directory:
         copy_tree(resolve(directory), out)
+    run.fs.delete_dir(run.parent().path)  # nothing resumes from it (the rerun contract): a clean model dir
 
     trained, _ = load_model(cfg.out)
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
