@@ -129,6 +129,12 @@ class DataConfig(Frozen):
     batch_size: int = Field(256, ge=1, description="rows per decode + warp call (and per output block)")
     resources: Resources = Field(Resources(), description="decode/warp actors (each keeps tasks queued)")
 
+    def require_input_size(self, size: int, model: str) -> None:
+        """The pipeline must warp to the side the model takes (its card or registry entry says which)."""
+        if self.image_size != size:
+            raise ConfigError(f"data.image_size is {self.image_size} but {model} takes {size}x{size}: "
+                              f"set data.image_size: {size}")
+
     @field_validator("label")
     @classmethod
     def _label_is_a_column(cls, value: str | None) -> str | None:

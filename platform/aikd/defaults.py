@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Literal
 
 from aikd.config import EmbeddedDefault, FRTrainConfig, LabelConfig, validate
+from aikd.data.shards import SUMMARY_FILE as SHARDS_SUMMARY
+from aikd.job import SUMMARY_FILE
 from aikd.storage import resolve
 
 STAGES = ("faces", "fr-train", "label", "distill")
@@ -25,15 +27,15 @@ def ensure_default_inputs(default: EmbeddedDefault, upto: Literal["fr-train", "l
 
     needed = STAGES[:STAGES.index(upto)]
     faces = default.path("faces")
-    if "faces" in needed and not resolve(faces).join("_summary.json").exists():
+    if "faces" in needed and not resolve(faces).join(SHARDS_SUMMARY).exists():
         log(f"bootstrap: synthetic faces -> {faces}")
         write_synthetic(faces, SynthConfig(identities=default.identities,
                                            samples_per_identity=default.samples_per_identity, seed=default.seed))
     fr = validate(FRTrainConfig, default.stage("fr-train"), source="embedded default")
-    if "fr-train" in needed and not resolve(fr.out).join("summary.json").exists():
+    if "fr-train" in needed and not resolve(fr.out).join(SUMMARY_FILE).exists():
         log(f"bootstrap: FR pretraining -> {fr.out}")
         run_fr_train(fr)
     label = validate(LabelConfig, default.stage("label"), source="embedded default")
-    if "label" in needed and not resolve(label.out).join("_summary.json").exists():
+    if "label" in needed and not resolve(label.out).join(SHARDS_SUMMARY).exists():
         log(f"bootstrap: teacher labels {default.teachers} -> {label.out}")
         run_label(label)

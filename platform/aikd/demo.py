@@ -14,8 +14,10 @@ import time
 from dataclasses import dataclass
 
 from aikd.config import DistillConfig, EmbeddedDefault, EvaluateConfig, FIQASpec, validate
+from aikd.data.shards import SUMMARY_FILE as SHARDS_SUMMARY
 from aikd.data.synth import SynthConfig
 from aikd.distill.worker import BEST
+from aikd.job import SUMMARY_FILE
 from aikd.storage import resolve
 
 
@@ -79,10 +81,10 @@ def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
     DataContext.get_current().enable_progress_bars = False
     ensure_default_inputs(plan.default, log=log)
     run = resolve(distill.storage).join(distill.name)
-    if not run.join("summary.json").exists():  # an unfinished run resumes from its checkpoint
+    if not run.join(SUMMARY_FILE).exists():  # an unfinished run resumes from its checkpoint
         log(f"demo: AI-KD distillation from {plan.default.teacher} -> {run.uri}")
         run_distill(distill)
-    if not resolve(plan.eval_faces).join("_summary.json").exists():
+    if not resolve(plan.eval_faces).join(SHARDS_SUMMARY).exists():
         log(f"demo: evaluation faces (new identities) -> {plan.eval_faces}")
         write_synthetic(plan.eval_faces, plan.eval_synth)
     log(f"demo: evaluation -> {evaluate.out}")

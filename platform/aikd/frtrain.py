@@ -34,7 +34,7 @@ from aikd.data.pipeline import face_pipeline, plan_units
 from aikd.data.schema import SUBJECT_ID
 from aikd.data.shards import shard_files
 from aikd.data.split import held_out
-from aikd.errors import AikdError, ConfigError
+from aikd.errors import AikdError
 from aikd.evaluate.verification import embed_batches, verification_report
 from aikd.job import SUMMARY_FILE, finish, fit
 from aikd.models import create_model
@@ -157,9 +157,7 @@ def run_fr_train(cfg: FRTrainConfig) -> dict:
         from aikd.defaults import ensure_default_inputs
 
         ensure_default_inputs(cfg.bootstrap, upto="fr-train")
-    input_size = create_model(cfg.model, **cfg.model_args).input_size
-    if cfg.data.image_size != input_size:
-        raise ConfigError(f"data.image_size is {cfg.data.image_size} but {cfg.model} takes {input_size}x{input_size}")
+    cfg.data.require_input_size(create_model(cfg.model, **cfg.model_args).input_size, cfg.model)
     classes = training_classes(cfg)
     if len(classes) < 2:
         raise AikdError(f"need at least 2 training identities with subject_id, found {len(classes)}")

@@ -19,7 +19,15 @@ from __future__ import annotations
 
 import json
 
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, Result, RunConfig, ScalingConfig
+from ray.train import (
+    Checkpoint,
+    CheckpointConfig,
+    FailureConfig,
+    Result,
+    RunConfig,
+    ScalingConfig,
+    TrainingFailedError,
+)
 from ray.train.torch import TorchTrainer
 
 from aikd.config import Resources
@@ -53,8 +61,6 @@ def fit(loop, config: dict, resources: Resources, run: Location, *, datasets: di
     the latest checkpoint (if the loop writes any). Only the newest ``keep_checkpoints``
     are kept.
     """
-    from ray.train import TrainingFailedError
-
     trainer = TorchTrainer(
         loop, train_loop_config=config, scaling_config=scaling_config(resources),
         run_config=RunConfig(name=run.path.rsplit("/", 1)[-1], storage_path=run.parent().path,

@@ -10,6 +10,7 @@ from aikd.data.pipeline import face_pipeline
 from aikd.data.schema import ShardSchemaError
 from aikd.data.shards import read_shards
 from aikd.data.synth import SynthConfig, write_synthetic
+from aikd.errors import ConfigError
 
 
 def _collect(pipeline):
@@ -132,6 +133,12 @@ def test_data_config_errors_name_the_field():
         DataConfig(shards=["x"], label="serfiq")
     with pytest.raises(ValidationError, match="unknown_key|extra"):
         DataConfig(shards=["x"], unknown_key=1)
+
+
+def test_the_pipeline_must_warp_to_the_side_the_model_takes():
+    DataConfig(shards=["x"], image_size=64).require_input_size(64, "iresnet_tiny")
+    with pytest.raises(ConfigError, match="image_size is 112 but the student takes 64x64: set data.image_size: 64"):
+        DataConfig(shards=["x"]).require_input_size(64, "the student")
 
 
 def test_identities_can_be_held_out_whole(ray_local, synth_shards):

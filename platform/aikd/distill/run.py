@@ -26,7 +26,7 @@ from aikd.data.shards import shard_files
 from aikd.data.split import held_out
 from aikd.distill.loop import Plan
 from aikd.distill.worker import BEST, SIDECAR, student_input_size, train_loop
-from aikd.errors import AikdError, ConfigError
+from aikd.errors import AikdError
 from aikd.job import finish, fit, latest_checkpoint, read_json
 from aikd.models.weights import CARD_FILE
 from aikd.runtime import ensure_ray
@@ -70,10 +70,7 @@ def run_distill(cfg: DistillConfig) -> dict:
         from aikd.defaults import ensure_default_inputs
 
         ensure_default_inputs(cfg.bootstrap, upto="distill")
-    size = student_input_size(cfg)
-    if cfg.data.image_size != size:
-        raise ConfigError(f"data.image_size is {cfg.data.image_size} but the student takes {size}x{size} "
-                          f"(its card): set data.image_size: {size}")
+    cfg.data.require_input_size(student_input_size(cfg), "the student")
     run = resolve(cfg.storage).join(cfg.name)
     digest = config_hash(cfg)
     latest = latest_checkpoint(run)

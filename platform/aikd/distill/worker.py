@@ -97,7 +97,7 @@ def load_checkpoint(strategy: Strategy, run: str) -> TrainState:
             state = TrainState.from_dict(json.load(f))
         strategy.load(directory, state.world_size)
     best = resolve(run).join(BEST)
-    if best.join(CARD_FILE).exists():  # a best student written after this checkpoint still counts
+    if strategy.is_rank0 and best.join(CARD_FILE).exists():  # a best student written after this checkpoint counts
         saved = read_card(best.uri).lineage.get("metrics", {}).get("val_quality_loss")
         if saved is not None:
             state.best_val = min(state.best_val, saved)
