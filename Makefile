@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean mlflow-ui
 
 install: $(STAMP)
 
@@ -25,6 +25,14 @@ test: install
 demo: install
 	$(VENV)/bin/aikd demo --out runs/demo
 
+# MLflow's web UI over the local tracking store (runs/mlflow.db). The UI ships only in the
+# full `mlflow` package, which pins pyarrow<26, so it gets a venv of its own.
+UI_VENV := .venv-ui
+MLFLOW_UI_PORT ?= 5000
+mlflow-ui:
+	test -x $(UI_VENV)/bin/mlflow || (python3 -m venv $(UI_VENV) && $(UI_VENV)/bin/pip install --quiet "mlflow==3.17.2")
+	$(UI_VENV)/bin/mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1 --port $(MLFLOW_UI_PORT)
+
 lint: install
 	$(VENV)/bin/ruff check platform tests bench
 
@@ -37,4 +45,4 @@ bench: install
 	$(PY) bench/edc.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(UI_VENV) .pytest_cache

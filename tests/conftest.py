@@ -1,19 +1,75 @@
-"""Shared fixtures: a real S3 API server on 127.0.0.1 and storage roots on disk and S3.
+"""Shared fixtures: a real S3 API server and an MLflow tracking server on 127.0.0.1, storage roots.
 
 The S3 server is moto in server mode (pyarrow's C++ client cannot see moto's in-process
 mock). Its endpoint is published through the standard AWS variables, so code under
-test reaches it exactly as it reaches a production store.
+test reaches it exactly as it reaches a production store. Every job a test runs is
+tracked in a session SQLite file (MLFLOW_TRACKING_URI), never in the repository's runs/.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 
 import pytest
 
 BUCKET = "aikd-test"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tracking_db(tmp_path_factory):
+    """The serverless default's SQLite tracking + registry file, one per test session."""
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    yield os.environ["MLFLOW_TRACKING_URI"]
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(s3_server, tmp_path_factory):
+    """`mlflow server` on 127.0.0.1: SQLite backend, artifacts proxied to the local S3 bucket."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    env = os.environ | {"MLFLOW_S3_ENDPOINT_URL": s3_server, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/server.db",
+           "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.3)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +148,8 @@ def fr_run(ray_local, tmp_path_factory):
     half = Resources(workers=2, cpus_per_worker=0.5)
     data = DataConfig(shards=[faces], image_size=64, split_by="subject_id", val_fraction=0.2,
                       misalignment=0.0, resources=half)
-    cfg = FRTrainConfig(data=data, out=str(root / "model"), epochs=3, resources=half, model_args={"dropout": 0.4})
+    cfg = FRTrainConfig(data=data, out=str(root / "model"), epochs=3, resources=half, model_args={"dropout": 0.4},
+                        register={"name": "fr-test", "aliases": ["production"]})
     return cfg, run_fr_train(cfg)
 
 

@@ -102,6 +102,21 @@ def _cmd_submit(args: argparse.Namespace) -> dict:
     return submit(args.spec, address=args.address, overrides=args.set or [], wait=not args.no_wait)
 
 
+def _cmd_models(args: argparse.Namespace):
+    from aikd import registry
+    from aikd.config import TrackingConfig
+    from aikd.tracking import tracking_uri
+
+    uri = tracking_uri(TrackingConfig(uri=args.tracking_uri))
+    if args.action == "list":
+        return registry.list_models(uri)
+    if args.action == "show":
+        return registry.show(args.ref, uri)
+    if args.action == "promote":
+        return registry.promote(args.name, args.version, args.alias, uri)
+    return registry.pull(args.ref, args.out, uri)
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     import ray
 
@@ -112,7 +127,10 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     ray.shutdown()  # flush and stop the workers' log forwarding before the summary
     print("\n" + result["table"])
     print("\n".join(result["verdict"]))
-    print(f"\nreport: {result['report']}  ({result['minutes']} min)")
+    registered = result["registered"]
+    print(f"\nstudent: {registered['uri']} (aliases: {', '.join(registered['aliases'])}), "
+          f"tracked at {result['tracking_uri']}; browse it with `make mlflow-ui`")
+    print(f"report: {result['report']}  ({result['minutes']} min)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,6 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field")
     sb.add_argument("--no-wait", action="store_true", help="return once submitted")
     sb.set_defaults(func=_cmd_submit)
+
+    models = sub.add_parser("models", help="registered models in MLflow: list, show, promote, pull").add_subparsers(
+        dest="action", required=True)
+    ml = models.add_parser("list", help="registered models with their latest version and aliases")
+    ms = models.add_parser("show", help="a model's versions, or one version: NAME, NAME/VERSION or NAME@ALIAS")
+    ms.add_argument("ref")
+    mp = models.add_parser("promote", help="point ALIAS (e.g. production) at VERSION")
+    mp.add_argument("name")
+    mp.add_argument("version")
+    mp.add_argument("alias")
+    mg = models.add_parser("pull", help="download a version's files: NAME/VERSION or NAME@ALIAS")
+    mg.add_argument("ref")
+    mg.add_argument("--out", required=True, help="directory URI to write (model.safetensors, card.json, ...)")
+    for q in (ml, ms, mp, mg):
+        q.add_argument("--tracking-uri", default=None,
+                       help="default: MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db")
+        q.set_defaults(func=_cmd_models)
 
     d = sub.add_parser("demo", help="the main job on the embedded default (local, CPU only)")
     d.add_argument("--out", default="runs/demo", help="run URI")

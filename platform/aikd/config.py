@@ -8,12 +8,18 @@ a one-line message instead of a silently new key. Every job's spec shares one sh
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aikd.errors import ConfigError
+
+# A spec's `register:` field has the name of ABCMeta.register, which pydantic's models
+# inherit and aikd never calls: pydantic's warning about the shadowing says nothing useful.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
 def load_spec(uri: str, model: type[BaseModel], overrides: dict | None = None) -> BaseModel:
@@ -200,13 +206,47 @@ class EmbeddedDefault(Frozen):
         raise ConfigError(f"the embedded default has no {kind!r} stage; valid: fr-train, label, distill")
 
 
+class TrackingConfig(Frozen):
+    """Where a job records its MLflow run (docs/tracking.md)."""
+
+    enabled: bool = Field(True, description="record this job as an MLflow run")
+    uri: str | None = Field(None, description="tracking + registry URI; default: MLFLOW_TRACKING_URI, else "
+                            "a SQLite file runs/mlflow.db (artifacts in runs/mlartifacts/)")
+    experiment: str | None = Field(None, description="MLflow experiment; default: aikd-<job kind>")
+
+
+class RegisterConfig(Frozen):
+    """Register the model a job made as a new version in MLflow's Model Registry."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="registered model name")
+    aliases: list[str] = Field(default_factory=lambda: ["candidate"], description="aliases moved to the new version")
+    description: str | None = Field(None, description="added to the version's generated description")
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_names(cls, values: list[str]) -> list[str]:
+        bad = [a for a in values if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", a) or re.fullmatch(r"v\d+", a)]
+        if bad:
+            raise ValueError(f"aliases are letters, digits, '_' and '-', not 'v<number>': got {bad}")
+        distinct(values, "aliases", "each names one version")
+        return values
+
+
 class JobSpec(Frozen):
-    """What every job spec shares: its resources, and the embedded default filling what it leaves out."""
+    """What every job spec shares: resources, tracking, and the embedded default filling what it leaves out."""
 
     kind: ClassVar[str] = ""
     renamed: ClassVar[dict[str, str]] = RESOURCE_RENAMES
 
     resources: Resources = Resources()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _registering_needs_tracking(self):
+        if getattr(self, "register", None) is not None and not self.tracking.enabled:
+            raise ValueError("register: needs tracking: registering a model version records it in MLflow "
+                             "(set tracking.enabled: true or drop register)")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -239,6 +279,7 @@ class FRTrainConfig(JobSpec):
     max_failures: int = Field(2, ge=0, description="worker failures survived (training restarts from its start)")
     log_every: int = Field(20, ge=1, description="steps between progress lines")
     seed: int = 0
+    register: RegisterConfig | None = Field(None, description="register the trained backbone in MLflow")
     bootstrap: EmbeddedDefault | None = Field(None, description="train the embedded default's FR model")
 
     @field_validator("data")
@@ -282,7 +323,8 @@ class LabelConfig(JobSpec):
 class StudentConfig(Frozen):
     """The student's backbone: a model directory with a card, or a user's weights file."""
 
-    weights: str = Field(description="model dir (card.json + safetensors) or a .pth/.safetensors backbone")
+    weights: str = Field(description="model dir (card.json + safetensors), a registered model (models:/name/version, "
+                         "models:/name@alias) or a .pth/.safetensors backbone")
     backbone: str | None = Field(None, description="registry name; needed only for a bare weights file")
     backbone_args: dict = Field(default_factory=dict)
 
@@ -346,6 +388,7 @@ class DistillConfig(JobSpec):
     data_buffer_mb: int = Field(
         256, ge=16, description="object store budget of the training stream: the decode/warp actors stay this "
         "far ahead of training instead of racing through every epoch (and stealing its CPUs)")
+    register: RegisterConfig | None = Field(None, description="register the best student in MLflow when the run ends")
     bootstrap: EmbeddedDefault | None = Field(None, description="build the embedded default's inputs first")
 
     @field_validator("data")
@@ -369,7 +412,7 @@ class FIQASpec(Frozen):
     name: str = Field(description="display name in tables and plots")
     teacher: str | None = Field(None, description="teacher registry name (scored on each condition's crops)")
     options: dict = Field(default_factory=dict, description="teacher options")
-    student: str | None = Field(None, description="URI of a student model dir (distill output or registry)")
+    student: str | None = Field(None, description="a student model dir (a run's best/) or models:/name@alias")
 
     @model_validator(mode="after")
     def _one_source(self) -> FIQASpec:
@@ -407,7 +450,7 @@ class EvaluateConfig(JobSpec):
 
     shards: list[str] = Field(min_length=1)
     out: str
-    fr_model: str = Field(description="FR model dir whose embeddings score the comparisons")
+    fr_model: str = Field(description="FR model dir (or models:/ URI) whose embeddings score the comparisons")
     models: list[FIQASpec] = Field(min_length=1)
     misalignment: list[float] = Field(default_factory=lambda: [3.0], description="strengths, one condition each")
     misalignment_relative: bool = False

@@ -2,7 +2,9 @@
 
     synthetic faces -> FR pretraining (Ray Train) -> teacher labels (SER-FIQ, CR-FIQA, norm)
     -> AI-KD distillation from SER-FIQ (Ray Train + DeepSpeed, 2 CPU workers)
-    -> evaluation on new synthetic identities: teachers vs student, aligned / misaligned / box
+    -> the student registered in MLflow (models:/aikd-demo-student, alias candidate)
+    -> evaluation on new synthetic identities: teachers vs the registered student,
+       aligned / misaligned / box
 
 Every stage writes under one run URI and is skipped when its output exists, so a demo
 that was interrupted continues where it stopped.
@@ -10,15 +12,18 @@ that was interrupted continues where it stopped.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
-from aikd.config import DistillConfig, EmbeddedDefault, EvaluateConfig, FIQASpec, validate
+from aikd.config import DistillConfig, EmbeddedDefault, EvaluateConfig, FIQASpec, RegisterConfig, validate
 from aikd.data.shards import SUMMARY_FILE as SHARDS_SUMMARY
 from aikd.data.synth import SynthConfig
-from aikd.distill.worker import BEST
 from aikd.job import SUMMARY_FILE
 from aikd.storage import resolve
+from aikd.tracking import tracking_uri
+
+REGISTERED = "aikd-demo-student"
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,11 @@ def demo_plan(out: str, distill_epochs: int = 4, eval_identities: int = 80, **si
     root = resolve(out)
     default = EmbeddedDefault(root=root.uri, **sizes)
     teacher, fr_model = default.teacher, default.path("fr_model")
-    distill = validate(DistillConfig, {"bootstrap": default, "name": f"demo-{teacher}",
+    register = RegisterConfig(name=REGISTERED, aliases=["candidate"])
+    distill = validate(DistillConfig, {"bootstrap": default, "name": f"demo-{teacher}", "register": register,
                                        "storage": root.join("distill").uri, "epochs": distill_epochs}, "demo")
     eval_faces = root.join("eval_faces").uri
-    student = resolve(distill.storage).join(distill.name, BEST).uri
+    student = f"models:/{REGISTERED}@candidate"  # evaluated as the registry serves it
     evaluate = EvaluateConfig(
         shards=[eval_faces], out=root.join("report").uri, fr_model=fr_model,
         models=[FIQASpec(name=f"teacher {teacher}", teacher=teacher,
@@ -81,9 +87,11 @@ def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
     DataContext.get_current().enable_progress_bars = False
     ensure_default_inputs(plan.default, log=log)
     run = resolve(distill.storage).join(distill.name)
-    if not run.join(SUMMARY_FILE).exists():  # an unfinished run resumes from its checkpoint
+    summary = json.loads(run.join(SUMMARY_FILE).read_text()) if run.join(SUMMARY_FILE).exists() else {}
+    if "registered" not in summary:  # an unfinished run resumes from its checkpoint, then registers
         log(f"demo: AI-KD distillation from {plan.default.teacher} -> {run.uri}")
-        run_distill(distill)
+        summary = run_distill(distill)
+    registered = summary["registered"]
     if not resolve(plan.eval_faces).join(SHARDS_SUMMARY).exists():
         log(f"demo: evaluation faces (new identities) -> {plan.eval_faces}")
         write_synthetic(plan.eval_faces, plan.eval_synth)
@@ -91,4 +99,5 @@ def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
     result = run_evaluate(evaluate)
     teacher, stu = evaluate.models[0].name, evaluate.models[-1].name
     return {"report": result["report"], "table": result["table"], "verdict": verdict(result, teacher, stu),
+            "registered": registered, "tracking_uri": tracking_uri(distill.tracking),
             "minutes": round((time.perf_counter() - start) / 60, 1)}

@@ -13,6 +13,10 @@ as it is; otherwise training starts from the beginning. A lost worker is replace
 training restarts (``max_failures``; the loop keeps no mid-run checkpoint: FR
 pretraining here is minutes long). Ray Train's run files live under ``<out>/_ray/`` while
 it runs and are removed once the model is out.
+
+The job is an MLflow run (rank 0 logs the training loss by step; the driver the
+verification figures); with ``register:`` the model becomes a registered version that
+other specs name as ``models:/<name>@<alias>``.
 """
 
 from __future__ import annotations
@@ -40,8 +44,11 @@ from aikd.job import SUMMARY_FILE, finish, fit
 from aikd.models import create_model
 from aikd.models.heads import create_head
 from aikd.models.weights import CENTRES, card_for, load_model, preprocess_of, save_model
+from aikd.redact import redact
+from aikd.registry import register
 from aikd.runtime import ensure_ray, train_device
 from aikd.storage import copy_tree, resolve
+from aikd.tracking import Tracker, job_run, log_from_worker
 
 
 class FRModel(nn.Module):
@@ -90,7 +97,7 @@ def _poly_lr(cfg: FRTrainConfig, step: int, total: int) -> float:
 def _save_checkpoint(backbone: nn.Module, head: nn.Module, cfg: FRTrainConfig, classes: list[str],
                      metrics: dict, directory: str) -> None:
     card = card_for(backbone, "backbone", {"trained_by": "aikd fr-train", "head": cfg.head, "classes": classes,
-                                           "data": cfg.data.shards, "metrics": metrics})
+                                           "data": redact(cfg.data.shards), "metrics": metrics})
     save_model(backbone, directory, card, extra={CENTRES: head.weight})
 
 
@@ -110,6 +117,7 @@ def fr_train_loop(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     step, seen, loss_sum, start = 0, 0, 0.0, time.perf_counter()
     total = config["total_steps"]
+    tracker = Tracker.attach(config["tracking"]) if rank == 0 else None
     model.train()
     for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy", drop_last=True,
                                     local_shuffle_buffer_size=4 * cfg.batch_size, local_shuffle_seed=cfg.seed + rank):
@@ -126,6 +134,8 @@ def fr_train_loop(config: dict) -> None:
             rate = seen / (time.perf_counter() - start)
             print(f"fr-train step {step}/{total} loss {loss_sum / cfg.log_every:.3f} "
                   f"epoch {int(batch['epoch'][-1])} {rate:.0f} img/s/worker", flush=True)
+            log_from_worker(tracker, {"train_loss": loss_sum / cfg.log_every, "images_per_s_per_worker": rate},
+                            step, "fr-train")
             loss_sum = 0.0
     metrics = {"steps": step, "images_per_worker": seen,
                "images_per_s_per_worker": seen / max(time.perf_counter() - start, 1e-9)}
@@ -157,6 +167,41 @@ def run_fr_train(cfg: FRTrainConfig) -> dict:
         from aikd.defaults import ensure_default_inputs
 
         ensure_default_inputs(cfg.bootstrap, upto="fr-train")
+    with job_run(cfg, out.path.rstrip("/").rsplit("/", 1)[-1], inputs={"shards": cfg.data.shards},
+                 outputs={"model": out.uri}) as tracker:
+        summary = _train(cfg, out, tracker) | {"mlflow_run": tracker.run_id if tracker else None}
+        if tracker is not None:
+            tracker.log_metrics(flatten_numbers({"verification": summary["verification"], "train": summary["train"]}))
+        if cfg.register is not None:
+            summary["registered"] = register(
+                out, cfg.register, tracker, spec=cfg.model_dump(mode="json"), onnx=False,
+                tags={"aikd.data": ", ".join(cfg.data.shards), "aikd.source_run": tracker.run_id,
+                      "aikd.architecture": cfg.model, "aikd.classes": summary["classes"]}
+                | {f"verification.{k}": v for k, v in summary["verification"].items() if isinstance(v, (int, float))},
+                description=f"FR backbone {cfg.model} trained by aikd fr-train on {', '.join(cfg.data.shards)} "
+                            f"({summary['classes']} identities); the margin head's class centres are stored beside "
+                            f"it in model.safetensors (extra.class_centres).")
+            print(f"fr-train: registered {summary['registered']['uri']}", flush=True)
+        finish(out, summary)
+        if tracker is not None:
+            tracker.log_outputs(out, [SUMMARY_FILE])
+    return summary
+
+
+def flatten_numbers(tree: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of a nested summary as dotted metric names."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict):
+            out |= flatten_numbers(value, name)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = value
+    return out
+
+
+def _train(cfg: FRTrainConfig, out, tracker: Tracker | None) -> dict:
+    """Train, copy the model out, verify trained vs untrained backbones; the summary."""
     cfg.data.require_input_size(create_model(cfg.model, **cfg.model_args).input_size, cfg.model)
     classes = training_classes(cfg)
     if len(classes) < 2:
@@ -169,7 +214,8 @@ def run_fr_train(cfg: FRTrainConfig) -> dict:
     run = out.join("_ray", "fr-train")
     if run.exists():  # an unfinished earlier attempt: training starts over
         run.fs.delete_dir(run.path)
-    result = fit(fr_train_loop, {"cfg": cfg.model_dump(), "classes": classes, "total_steps": total_steps},
+    result = fit(fr_train_loop, {"cfg": cfg.model_dump(), "classes": classes, "total_steps": total_steps,
+                                 "tracking": tracker.ref if tracker else None},
                  cfg.resources, run, datasets={"train": pipeline.dataset}, max_failures=cfg.max_failures)
     with result.checkpoint.as_directory() as directory:
         copy_tree(resolve(directory), out)
@@ -178,7 +224,7 @@ def run_fr_train(cfg: FRTrainConfig) -> dict:
     trained, _ = load_model(cfg.out)
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
     untrained, _ = build_models(cfg, len(classes))
-    summary = {
+    return {
         "job": "fr-train",
         "out": out.uri,
         "classes": len(classes),
@@ -187,4 +233,3 @@ def run_fr_train(cfg: FRTrainConfig) -> dict:
         "verification": verify(trained, cfg),
         "verification_untrained": verify(untrained, cfg),
     }
-    return finish(out, summary)

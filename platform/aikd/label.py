@@ -7,7 +7,9 @@
 
 Rerun contract: resume. Output shards map one-to-one to input shards and are written
 whole, each followed by a sidecar under ``_progress/``; a job started again on the same
-output labels only the shards without one, then summarises the whole output.
+output labels only the shards without one, then summarises the whole output, in the
+same MLflow run (its id is kept under the output). Teachers' ``model`` options may be
+registered FR models (``models:/name@alias``).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from aikd.data.pipeline import aligned_views, decode_valid
 from aikd.data.schema import IMAGE_ID, SUBJECT_ID, validate_schema
 from aikd.data.shards import SUMMARY_FILE, read_rejects, shard_files, write_rejects, write_shard
 from aikd.job import finish
+from aikd.registry import resolve_models
 from aikd.runtime import ensure_ray
 from aikd.storage import resolve
 from aikd.teachers import TeacherBatch, create_teacher
+from aikd.tracking import job_run
 
 PROGRESS_DIR = "_progress"  # one JSON sidecar per finished shard
 
@@ -144,6 +148,15 @@ def summarise(cfg: LabelConfig, sidecars: list[dict], directions: dict[str, bool
             "teachers": teachers}
 
 
+def summary_metrics(summary: dict) -> dict[str, float]:
+    """The summary's numbers as flat metric names (``serfiq.mean``, ``serfiq.q05``, ...)."""
+    out = {k: summary[k] for k in ("rows", "shards", "dropped_rows", "rejected", "resumed_shards")}
+    for name, t in summary["teachers"].items():
+        out |= {f"{name}.{k}": t[k] for k in ("count", "unscored", "mean", "std") if t[k] is not None}
+        out |= {f"{name}.{k}": v for k, v in t["quantiles"].items()}
+    return out
+
+
 def run_label(cfg: LabelConfig) -> dict:
     """Label every shard not yet labelled, then write the summary and rejects of the whole output."""
     ensure_ray()
@@ -151,16 +164,26 @@ def run_label(cfg: LabelConfig) -> dict:
         from aikd.defaults import ensure_default_inputs
 
         ensure_default_inputs(cfg.bootstrap, upto="label")
-    # fail fast in the driver on a bad name or options (and learn each direction)
-    directions = {spec.column: create_teacher(spec.name, **spec.options).higher_is_better for spec in cfg.teachers}
-    pairs = plan(cfg)
-    todo = [p for p in pairs if not _sidecar(p["dst"]).exists()]
-    if todo:
-        map_actors(todo, Labeller, {"cfg": cfg}, cfg.resources).take_all()
-    sidecars = [json.loads(_sidecar(p["dst"]).read_text()) for p in pairs]
-    write_rejects(cfg.out, [tuple(r) for s in sidecars for r in s["rejects"]])
-    summary = summarise(cfg, sidecars, directions) | {"resumed_shards": len(pairs) - len(todo)}
-    return finish(resolve(cfg.out), summary, SUMMARY_FILE)
+    out = resolve(cfg.out)
+    cfg, models = resolve_models(cfg, out)
+    teachers = ", ".join(f"{t.name} -> {t.column}" for t in cfg.teachers)
+    with job_run(cfg, out.path.rstrip("/").rsplit("/", 1)[-1], inputs={"shards": cfg.shards, "teachers": teachers},
+                 outputs={"shards": out.uri}, resume_under=out) as tracker:
+        # fail fast in the driver on a bad name or options (and learn each direction)
+        directions = {t.column: create_teacher(t.name, **t.options).higher_is_better for t in cfg.teachers}
+        pairs = plan(cfg)
+        todo = [p for p in pairs if not _sidecar(p["dst"]).exists()]
+        if todo:
+            map_actors(todo, Labeller, {"cfg": cfg}, cfg.resources).take_all()
+        sidecars = [json.loads(_sidecar(p["dst"]).read_text()) for p in pairs]
+        write_rejects(cfg.out, [tuple(r) for s in sidecars for r in s["rejects"]])
+        summary = summarise(cfg, sidecars, directions) | {"resumed_shards": len(pairs) - len(todo), "models": models,
+                                                          "mlflow_run": tracker.run_id if tracker else None}
+        finish(out, summary, SUMMARY_FILE)
+        if tracker is not None:
+            tracker.log_metrics(summary_metrics(summary))
+            tracker.log_outputs(out, [SUMMARY_FILE])
+    return summary
 
 
 def rejected(out: str) -> dict[str, str]:

@@ -3,7 +3,9 @@
 A run lives at ``<storage>/<name>/``: Ray Train's own files and checkpoints (the newest
 ``keep_checkpoints``), the resolved ``config.json``, the best EMA student in ``best/``
 (safetensors + card, rewritten whenever validation improves) and, when it ends,
-``summary.json``.
+``summary.json``. The run is also an MLflow run (docs/tracking.md): rank 0 logs every
+validation by step, and with ``register:`` the best student becomes a new version of a
+registered model (safetensors + card + spec + ONNX) whose aliases move to it.
 
 Rerun contract: resume. Starting the same storage/name again continues from the latest
 checkpoint (Ray Train's own notion of it, the one its workers load), mid-epoch: the
@@ -14,6 +16,7 @@ A lost worker is replaced and resumes the same way (``max_failures``).
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict
 
 import numpy as np
@@ -27,10 +30,15 @@ from aikd.data.split import held_out
 from aikd.distill.loop import Plan
 from aikd.distill.worker import BEST, SIDECAR, student_input_size, train_loop
 from aikd.errors import AikdError
-from aikd.job import finish, fit, latest_checkpoint, read_json
-from aikd.models.weights import CARD_FILE
+from aikd.job import SUMMARY_FILE, finish, fit, latest_checkpoint, read_json
+from aikd.models.weights import CARD_FILE, read_card
+from aikd.redact import redact
+from aikd.registry import register, resolve_models
 from aikd.runtime import ensure_ray
-from aikd.storage import resolve
+from aikd.storage import Location, resolve
+from aikd.tracking import Tracker, job_run
+
+CONFIG_FILE = "config.json"
 
 
 def config_hash(cfg: DistillConfig) -> str:
@@ -64,20 +72,60 @@ def label_stats(cfg: DistillConfig) -> tuple[float, float]:
     return float(v.mean()), float(v.std())
 
 
+def register_student(cfg: DistillConfig, run: Location, tracker: Tracker, summary: dict) -> dict:
+    """The run's best student as a new registered version, described by its lineage and metrics."""
+    best = run.join(BEST)
+    card = read_card(best.uri)
+    data = cfg.data
+    misalignment = f"{data.misalignment:g} {'x inter-ocular distance' if data.misalignment_relative else 'px'}"
+    tags = {"aikd.teacher": data.label, "aikd.misalignment": misalignment, "aikd.data": ", ".join(data.shards),
+            "aikd.init": cfg.student.weights, "aikd.source_run": tracker.run_id, "aikd.run_uri": run.uri,
+            "aikd.steps": summary["steps"]}
+    tags |= {f"aikd.init.{m['field']}": m["resolved_uri"] for m in summary["models"]}
+    tags |= {f"val.{k}": v for k, v in card.lineage.get("metrics", {}).items() if isinstance(v, (int, float))}
+    size = card.input_size
+    description = (
+        f"AI-KD student ({card.architecture}) distilled from teacher {data.label} with misalignment {misalignment}, "
+        f"{summary['steps']} optimizer steps, run {run.uri}.\n\n"
+        f"Files: model.safetensors + card.json (aikd.models.weights.load_model), spec.yaml (the job spec), "
+        f"model.onnx: input 'image' float32 Nx3x{size}x{size}, RGB face aligned to the 5-point template, "
+        f"(pixel / 255 - mean) / std with mean {list(card.mean)} and std {list(card.std)}; outputs 'embedding' "
+        f"and 'quality' (higher is better).")
+    return register(best, cfg.register, tracker, spec=cfg.model_dump(mode="json"), tags=tags,
+                    description=description, onnx=True)
+
+
 def run_distill(cfg: DistillConfig) -> dict:
     ensure_ray()
     if cfg.bootstrap is not None:
         from aikd.defaults import ensure_default_inputs
 
         ensure_default_inputs(cfg.bootstrap, upto="distill")
-    cfg.data.require_input_size(student_input_size(cfg), "the student")
     run = resolve(cfg.storage).join(cfg.name)
+    cfg, models = resolve_models(cfg, run)
+    with job_run(cfg, cfg.name, inputs={"shards": cfg.data.shards, "student": cfg.student.weights},
+                 outputs={"run": run.uri}, resume_under=run) as tracker:
+        summary = _distill(cfg, run, tracker) | {"models": models,
+                                                 "mlflow_run": tracker.run_id if tracker else None}
+        if cfg.register is not None and summary["student"] is not None:
+            summary["registered"] = register_student(cfg, run, tracker, summary)
+            print(f"distill: registered {summary['registered']['uri']} "
+                  f"(aliases: {', '.join(cfg.register.aliases) or 'none'})", flush=True)
+        finish(run, summary)
+        if tracker is not None:
+            tracker.log_outputs(run, [SUMMARY_FILE, CONFIG_FILE])
+    return summary
+
+
+def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None) -> dict:
+    """The Ray Train run itself: data plan, resume, fit; its summary."""
+    cfg.data.require_input_size(student_input_size(cfg), "the student")
     digest = config_hash(cfg)
     latest = latest_checkpoint(run)
     previous = read_json(latest, SIDECAR) if latest else None
     if previous and previous.get("config_hash") not in (None, digest):
         print(f"distill: note: resuming {run.uri} with a changed config (hash {previous['config_hash']} -> {digest})")
-    run.join("config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+    run.join(CONFIG_FILE).write_text(json.dumps(redact(cfg.model_dump(mode="json")), indent=2) + "\n")
 
     data = cfg.data.model_copy(update={"misaligned_view": True})
     units = plan_units(data)
@@ -90,7 +138,7 @@ def run_distill(cfg: DistillConfig) -> dict:
 
     result = fit(
         train_loop, {"cfg": cfg.model_dump(), "plan": asdict(plan), "config_hash": digest, "run": run.uri,
-                     "offset_samples": train.skipped_rows},
+                     "offset_samples": train.skipped_rows, "tracking": tracker.ref if tracker else None},
         cfg.resources, run, datasets={"train": train.dataset, "val": val.dataset},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options={
             "train": _bounded_stream(cfg.data_buffer_mb), "val": _bounded_stream(cfg.data_buffer_mb)}),
@@ -98,7 +146,7 @@ def run_distill(cfg: DistillConfig) -> dict:
 
     final = read_json(result.checkpoint, SIDECAR)
     best = run.join(BEST)
-    return finish(run, {
+    return {
         "job": "distill",
         "run": run.uri,
         "student": best.uri if best.join(CARD_FILE).exists() else None,
@@ -108,4 +156,4 @@ def run_distill(cfg: DistillConfig) -> dict:
         "best_val_quality_loss": final.get("best_val"),
         "history": final.get("history", []),
         "rejected_train_rows": len(train.rejects()),
-    })
+    }

@@ -5,7 +5,8 @@ report_and_checkpoint called at every validation. Checkpoint contract: every ran
 writes its engine state into one directory; rank 0 adds ``sidecar.json`` (step,
 consumed samples, world size, config hash, history). When the EMA improved, rank 0
 first writes the best student (safetensors + card) to ``<run>/best/``, so the best
-student never depends on which checkpoints are kept.
+student never depends on which checkpoints are kept. Rank 0 also logs each
+validation's metrics to the job's MLflow run, by step.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from aikd.errors import ConfigError
 from aikd.models import create_model
 from aikd.models.student import Student, create_student
 from aikd.models.weights import CARD_FILE, card_for, load_backbone, load_model, read_card, save_model
+from aikd.redact import redact_text
 from aikd.runtime import train_device
 from aikd.storage import resolve
+from aikd.tracking import Tracker, log_from_worker
 
 SIDECAR = "sidecar.json"
 BEST = "best"
@@ -138,20 +141,23 @@ def validation_cache(cfg: DistillConfig):
 
 
 def save_best(cfg: DistillConfig, run: str, ema: EMA, state: TrainState, metrics: dict, plan: Plan) -> None:
-    lineage = {"label": cfg.data.label, "weights": cfg.student.weights, "run": cfg.name, "step": state.step,
-               "metrics": metrics,
+    lineage = {"label": cfg.data.label, "weights": redact_text(cfg.student.weights), "run": cfg.name,
+               "step": state.step, "metrics": metrics,
                # the head predicts (label - mean) / std: this maps scores back to the teacher's scale
                "label_scaling": {"mean": plan.label_mean, "std": plan.label_std}}
     save_model(ema.model, resolve(run).join(BEST).uri, card_for(ema.model, "student", lineage))
 
 
-def report_and_checkpoint(cfg: DistillConfig, strategy: Strategy, config_hash: str, plan: Plan, run: str):
+def report_and_checkpoint(cfg: DistillConfig, strategy: Strategy, config_hash: str, plan: Plan, run: str,
+                          tracker: Tracker | None):
     def report(state: TrainState, metrics: dict, ema: EMA | None, improved: bool) -> None:
         if strategy.is_rank0:
             if improved and ema is not None:
                 save_best(cfg, run, ema, state, metrics, plan)
             print("distill: validation " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                     for k, v in metrics.items() if v is not None), flush=True)
+            log_from_worker(tracker, {k: v for k, v in metrics.items() if k not in ('step', 'consumed')},
+                            state.step, 'distill')
         with tempfile.TemporaryDirectory() as directory:
             strategy.save(directory)
             if strategy.is_rank0:
@@ -171,7 +177,8 @@ def train_loop(config: dict) -> None:
     state = load_checkpoint(strategy, config["run"])
     target = make_target(cfg, strategy, frozen)
     batches = setup_data(cfg, state, config["offset_samples"], strategy.world_size)
+    tracker = Tracker.attach(config["tracking"]) if strategy.is_rank0 else None
     distiller = Distiller(cfg, strategy, target, plan, validation_cache(cfg),
-                          report_and_checkpoint(cfg, strategy, config["config_hash"], plan, config["run"]),
+                          report_and_checkpoint(cfg, strategy, config["config_hash"], plan, config["run"], tracker),
                           log=lambda line: print(f"distill: {line}", flush=True))
     distiller.run(batches, state)

@@ -5,6 +5,11 @@
           -> per FMR, condition and model: EDC, pAUC at each limit (raw and minus the best curve)
           -> invariance: Spearman of each model's aligned vs other-condition scores
           -> report.json, pauc.md, edc_<condition>_fmr<f>.png, index.html under ``out``
+
+Models may be registered versions (``models:/name@alias``): the report names the
+version each resolved to, and each evaluated student version gets its pAUC per
+condition as version tags. The job is an MLflow run with the pAUCs as metrics and the
+report as artifacts.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from aikd.evaluate.edc import EDC, edc_fixed, edc_reestimated, pair_qualities, p
 from aikd.evaluate.pairs import Pairs, build_pairs, read_pairs
 from aikd.evaluate.ranks import spearman
 from aikd.evaluate.scoring import score_faces
-from aikd.job import finish
+from aikd.job import SUMMARY_FILE, finish
+from aikd.registry import resolve_models, tag_version
 from aikd.runtime import ensure_ray
 from aikd.storage import resolve
+from aikd.tracking import Tracker, job_run, metric_key, tracking_uri
 
 
 def comparison_scores(emb: np.ndarray, pairs: Pairs, chunk: int = 200_000) -> np.ndarray:
@@ -122,6 +129,9 @@ def html_page(results: dict, table_md: str, images: list[tuple[str, str]]) -> st
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in line.strip("|").split("|")) + "</tr>"
         for line in table_md.splitlines() if line.startswith("|") and not line.startswith("|---"))
+    registered = "".join(f"<li>{html.escape(m['field'])}: {html.escape(m['uri'])} = "
+                         f"{html.escape(m['resolved_uri'])}</li>" for m in results.get("registered_models", []))
+    registered = f"<p>Registered models used:</p><ul>{registered}</ul>" if registered else ""
     figures = "".join(f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
                       f"<figcaption>{html.escape(caption)}</figcaption></figure>" for name, caption in images)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>aikd evaluation</title>"
@@ -129,7 +139,8 @@ def html_page(results: dict, table_md: str, images: list[tuple[str, str]]) -> st
             f"td{{border:1px solid #ccc;padding:3px 8px}}figure{{display:inline-block;margin:1em}}</style></head>"
             f"<body><h1>FIQA evaluation</h1><p>{results['faces']} faces, {results['mated_pairs']} mated and "
             f"{results['non_mated_pairs']} non-mated comparisons; EDC mode {results['mode']}, pair quality "
-            f"{results['pair_quality']}. Lower pAUC is better.</p><table>{rows}</table>{figures}</body></html>")
+            f"{results['pair_quality']}. Lower pAUC is better.</p>{registered}<table>{rows}</table>{figures}"
+            f"</body></html>")
 
 
 def write_report(cfg: EvaluateConfig, results: dict, curves: dict) -> dict:
@@ -147,18 +158,58 @@ def write_report(cfg: EvaluateConfig, results: dict, curves: dict) -> dict:
     return {"report": out.join("index.html").uri, "table": table, "images": [out.join(n).uri for n, _ in images]}
 
 
+def pauc_metrics(results: dict, limits: list[float]) -> dict[str, float]:
+    """Flat metric names for tracking: ``pauc_<limit>.<model>.<condition>.fmr<f>`` and invariance."""
+    out = {}
+    for r in results["pauc"]:
+        for limit in limits:
+            out[metric_key(f"pauc_{limit:g}", r["model"], r["condition"], f"fmr{r['fmr']:g}")] = r[f"pauc_{limit:g}"]
+    for r in results["invariance"]:
+        out[metric_key("spearman_vs_aligned", r["model"], r["condition"])] = r["spearman_vs_aligned"]
+    return out
+
+
+def tag_evaluated_versions(cfg: EvaluateConfig, models: list[dict], results: dict, tracker: Tracker | None) -> None:
+    """Each registered student that was evaluated carries its pAUC per condition (first limit) as version tags."""
+    limit = cfg.pauc_limits[0]
+    for ref in models:
+        parts = ref["field"].split(".")
+        if parts[0] != "models" or parts[-1] != "student":
+            continue
+        name = cfg.models[int(parts[1])].name
+        tags = {f"eval.pauc_{limit:g}.{r['condition']}.fmr{r['fmr']:g}": f"{r[f'pauc_{limit:g}']:.5f}"
+                for r in results["pauc"] if r["model"] == name}
+        tags |= {"eval.faces": results["faces"], "eval.shards": ", ".join(cfg.shards), "eval.report": cfg.out,
+                 "eval.run": tracker.run_id if tracker else None}
+        tag_version(ref, {k: v for k, v in tags.items() if v is not None}, tracking_uri(cfg.tracking))
+
+
 def run_evaluate(cfg: EvaluateConfig) -> dict:
     """Score, compare, report.
 
     Rerun contract: recompute. Scoring every face under every condition is the job's
     whole cost and its inputs (models, faces) may have changed, so a rerun scores again
-    and overwrites the report; nothing partial is kept between runs.
+    and overwrites the report (and records a new MLflow run); nothing partial is kept
+    between runs.
     """
     ensure_ray()
-    faces = score_faces(cfg)
-    results, curves = evaluate(cfg, faces)
-    written = write_report(cfg, results, curves)
-    return finish(resolve(cfg.out), {
-        "job": "evaluate", "report": written["report"], "faces": results["faces"],
-        "mated_pairs": results["mated_pairs"], "non_mated_pairs": results["non_mated_pairs"],
-        "pauc": results["pauc"], "invariance": results["invariance"], "table": written["table"]})
+    out = resolve(cfg.out)
+    cfg, models = resolve_models(cfg, out)
+    with job_run(cfg, out.path.rstrip("/").rsplit("/", 1)[-1], inputs={"shards": cfg.shards, "fr_model": cfg.fr_model},
+                 outputs={"report": out.uri}) as tracker:
+        faces = score_faces(cfg)
+        results, curves = evaluate(cfg, faces)
+        results["registered_models"] = [{k: m[k] for k in ("field", "uri", "resolved_uri")} for m in models]
+        written = write_report(cfg, results, curves)
+        summary = finish(out, {
+            "job": "evaluate", "report": written["report"], "faces": results["faces"],
+            "mated_pairs": results["mated_pairs"], "non_mated_pairs": results["non_mated_pairs"],
+            "pauc": results["pauc"], "invariance": results["invariance"], "table": written["table"],
+            "models": models, "mlflow_run": tracker.run_id if tracker else None})
+        if tracker is not None:
+            tracker.log_metrics(pauc_metrics(results, cfg.pauc_limits))
+            names = [SUMMARY_FILE, "report.json", "pauc.md", "index.html"] + [u.rsplit("/", 1)[-1]
+                                                                               for u in written["images"]]
+            tracker.log_outputs(out, names, "report")
+        tag_evaluated_versions(cfg, models, results, tracker)
+    return summary
