@@ -61,7 +61,8 @@ def mlflow_server(s3_server, tmp_path_factory):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                tail = (root / "server.log").read_text()[-2000:]
+                raise RuntimeError(f"mlflow server did not start: {tail}") from None
             time.sleep(0.3)
     yield url
     proc.terminate()

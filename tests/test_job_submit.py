@@ -4,6 +4,7 @@ Runs in its own pytest process (marker ``cluster``, see the Makefile): `ray stop
 every Ray process on the machine, including the test session's local instance.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import pytest
 
 from aikd.models.weights import load_model
+from aikd.submit import runtime_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,3 +53,10 @@ def test_ray_job_submit_runs_the_executable_distill_spec(cluster, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # the job's own status
     _, card = load_model(str(tmp_path / "runs" / "default-serfiq" / "best"))
     assert card.kind == "student" and card.lineage["label"] == "q_serfiq"
+    summary = json.loads((tmp_path / "runs" / "default-serfiq" / "summary.json").read_text())
+    assert summary["registered"]["uri"].startswith("models:/aikd-student/")  # the spec's register: section
+
+
+def test_submitting_passes_the_tracking_server_on(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    assert runtime_env(".") == {"working_dir": ".", "env_vars": {"MLFLOW_TRACKING_URI": "http://mlflow.internal:5000"}}

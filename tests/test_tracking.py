@@ -25,7 +25,8 @@ def test_the_tracking_uri_comes_from_the_spec_then_the_environment_then_runs(mon
 def test_specs_flatten_to_dotted_params():
     flat = flatten({"data": {"resources": {"workers": 2}, "shards": ["a", "b"]}, "label": None})
     assert flat == {"data.resources.workers": "2", "data.shards": '["a", "b"]', "label": "None"}
-    assert metric_key("pauc_0.2", "AI-KD student (serfiq)", "misaligned_3") == "pauc_0.2.AI-KD student _serfiq_.misaligned_3"
+    key = metric_key("pauc_0.2", "AI-KD student (serfiq)", "misaligned_3")
+    assert key == "pauc_0.2.AI-KD student _serfiq_.misaligned_3"
 
 
 def test_a_job_run_records_params_tags_metrics_and_status(tmp_path):

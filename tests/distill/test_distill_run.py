@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from mlflow import MlflowClient
 
 from aikd.config import DataConfig, DistillConfig, EngineConfig, Resources, StudentConfig
 from aikd.distill.run import run_distill
@@ -75,3 +76,15 @@ def test_zero1_run_finishes_on_local_disk(labelled_run, fr_run, tmp_path):
     assert summary["steps"] == 12 and summary["student"] is not None
     config = json.loads(resolve(str(tmp_path / "runs")).join("zero1", "config.json").read_text())
     assert config["engine"]["zero_stage"] == 1
+
+
+def test_runs_are_tracked_in_the_serverless_sqlite_default(s3_run, tracking_db):
+    cfg, first, second = s3_run
+    client = MlflowClient(tracking_db)  # MLFLOW_TRACKING_URI: no server, a SQLite file
+    assert second["mlflow_run"] == first["mlflow_run"]  # the resumed run continued its MLflow run
+    run = client.get_run(first["mlflow_run"])
+    assert run.info.status == "FINISHED" and run.data.params["engine.zero_stage"] == "0"
+    assert run.data.tags["aikd.resumed_with_changed_params"] == "max_steps"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_spearman_misaligned")]
+    assert sorted(steps) == [h["step"] for h in second["history"]]
+    assert "summary.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
