@@ -1,9 +1,11 @@
 import pytest
+from mlflow import MlflowClient
 
 from aikd.config import DataConfig, FRTrainConfig, load_spec
 from aikd.errors import ConfigError
 from aikd.frtrain import run_fr_train
-from aikd.models.weights import class_centres, load_model, read_card
+from aikd.models.weights import WEIGHTS_FILE, class_centres, load_model, read_card
+from aikd.registry import lookup
 from aikd.storage import resolve
 
 
@@ -30,6 +32,21 @@ def test_a_finished_model_is_skipped_and_keeps_no_ray_run_files(fr_run):
     assert not resolve(cfg.out).join("_ray").exists()  # the model dir holds the model, its card and summary
     again = run_fr_train(cfg)
     assert again["skipped"] is True and again["verification"] == summary["verification"]
+
+
+def test_the_model_is_registered_and_tracked_in_the_serverless_default(fr_run, tracking_db):
+    cfg, summary = fr_run  # the spec says register: {name: fr-test, aliases: [production]}
+    ref = lookup("models:/fr-test@production", tracking_db)
+    assert summary["registered"]["uri"] == ref.uri
+    # artifacts lie on disk beside the SQLite file: jobs read the version in place, bit for bit
+    assert resolve(ref.source).join(WEIGHTS_FILE).read_bytes() == resolve(cfg.out).join(WEIGHTS_FILE).read_bytes()
+    client = MlflowClient(tracking_db)
+    run = client.get_run(summary["mlflow_run"])
+    assert run.info.status == "FINISHED" and run.data.params["model"] == "iresnet_tiny"
+    assert run.data.metrics["verification.tar_at_far_0.001"] == summary["verification"]["tar_at_far_0.001"]
+    losses = client.get_metric_history(run.info.run_id, "train_loss")  # rank 0, every log_every steps
+    assert len(losses) == summary["train"]["steps"] // cfg.log_every >= 1
+    assert [m.step for m in losses] == [cfg.log_every * (i + 1) for i in range(len(losses))]
 
 
 def test_fr_spec_must_hold_out_identities():

@@ -142,6 +142,11 @@ def test_promoting_moves_the_alias(server_run, mlflow_server, capsys):
     assert main(["models", "show", "student-server", "--tracking-uri", mlflow_server]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert {v["version"]: v["aliases"] for v in shown["versions"]} == {first: ["candidate"], second: []}
+    assert main(["models", "list", "--tracking-uri", mlflow_server]) == 0
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert listed["student-server"]["aliases"] == {"candidate": first}
+    assert main(["models", "show", "nobody@production", "--tracking-uri", mlflow_server]) == 2  # one line, no trace
+    assert "aikd models: error: models:/nobody@production not found" in capsys.readouterr().err
 
 
 def test_evaluation_resolves_registered_models_and_tags_the_student_version(server_run, mlflow_server, synth_shards,

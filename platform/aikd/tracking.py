@@ -50,8 +50,8 @@ def client(uri: str):
 
 
 def _sqlite_dir(uri: str) -> Path | None:
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).parent
+    if uri.startswith("sqlite:///"):  # sqlite:///relative.db or sqlite:////absolute.db
+        return Path(uri[len("sqlite:///"):]).resolve().parent
     return None
 
 

@@ -5,6 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from mlflow import MlflowClient
 
 from aikd.config import LabelConfig, Resources, TeacherSpec
 from aikd.data.shards import read_shards, read_summary
@@ -36,6 +37,14 @@ def test_every_teacher_writes_a_finite_column(labelled):
     assert set(summary["teachers"]) == {"serfiq", "crfiqa", "norm"}
     assert all(t["higher_is_better"] for t in summary["teachers"].values())
     assert read_summary(job.out)["teachers"]["norm"]["quantiles"]["q50"] > 0
+
+
+def test_the_label_job_is_a_tracked_run_with_its_summary_as_metrics(labelled, tracking_db):
+    job, summary = labelled
+    run = MlflowClient(tracking_db).get_run(summary["mlflow_run"])
+    assert run.data.tags["aikd.job"] == "label" and run.data.tags["aikd.output.shards"] == job.out
+    assert run.data.metrics["rows"] == 2000 and run.data.metrics["serfiq.q50"] == summary["teachers"]["serfiq"][
+        "quantiles"]["q50"]
 
 
 def test_crfiqa_reports_identities_its_head_does_not_know(labelled, fr_run):
