@@ -156,8 +156,8 @@ def report_and_checkpoint(cfg: DistillConfig, strategy: Strategy, config_hash: s
                 save_best(cfg, run, ema, state, metrics, plan)
             print("distill: validation " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                     for k, v in metrics.items() if v is not None), flush=True)
-            log_from_worker(tracker, {k: v for k, v in metrics.items() if k not in ('step', 'consumed')},
-                            state.step, 'distill')
+            log_from_worker(tracker, {k: v for k, v in metrics.items() if k not in ("step", "consumed")},
+                            state.step, "distill")
         with tempfile.TemporaryDirectory() as directory:
             strategy.save(directory)
             if strategy.is_rank0:
