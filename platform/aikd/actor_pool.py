@@ -1,8 +1,9 @@
 """Work items over a pool of long-lived Ray Data actors: the shape of every actor-pool job.
 
-The pipeline's decode/warp stage, labelling, evaluation scoring (and batch scoring
-next) all hand whole work items (a shard, a row group) to actors that load their
-models or state once. One dataset row per item, one item per call: the pool balances
+The pipeline's decode/warp stage, labelling, evaluation scoring and gallery scoring all
+hand whole work items (a shard, a row group) to actors that load their models or state
+once; gallery scoring adds a second pool (:func:`then_actors`) that takes the first
+one's output blocks. One dataset row per item, one item per call: the pool balances
 items, and each actor keeps calls queued, which avoids the gap Ray's scheduler leaves
 between short tasks on a busy machine. The stream is paced (:mod:`aikd.data.pacing`).
 """
@@ -34,6 +35,20 @@ def map_actors(items: list[dict], actor: type, kwargs: dict, resources: Resource
     ds = ds.map_batches(
         actor, fn_constructor_kwargs=kwargs, batch_size=1, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=pool_size(resources, len(items))),
+        num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker,
+    )
+    return paced(ds)
+
+
+def then_actors(ds: ray.data.Dataset, actor: type, kwargs: dict, resources: Resources) -> ray.data.Dataset:
+    """A second actor stage over ``ds``: one output block of the stage before per call.
+
+    Lets a job put its CPU work (decode, align) and its model (GPU actors on a cluster)
+    on separately sized pools.
+    """
+    ds = ds.map_batches(
+        actor, fn_constructor_kwargs=kwargs, batch_size=None, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=resources.workers),
         num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker,
     )
     return paced(ds)

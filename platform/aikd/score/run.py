@@ -1,0 +1,240 @@
+"""The scoring job's driver: plan, skip what is done, stream, write each output file whole, summarise.
+
+Output under ``out``: one Parquet file per input shard (or per ``images_per_file``
+images), rows ``image_id, model, model_uri, model_version, quality, alignment`` for
+every scored face and model; ``_manifest/<file>.json`` per output file (rows in, rows
+scored, rejects with reasons, the models that scored it); at the end ``_manifest.json``
+(all of them), ``_rejects.parquet`` and ``_summary.json``.
+
+Rerun contract: resume per output file. A file is written whole (atomically), then its
+manifest entry; a rerun skips every file whose entry names the same models and
+alignment, and scores the rest again under the same names, so no row is lost or written
+twice. A model named by alias that now points at another version makes its files
+stale: they are scored again, and the summary says so.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from aikd.actor_pool import map_actors, then_actors
+from aikd.config import ScoreConfig
+from aikd.data.schema import IMAGE_ID
+from aikd.data.shards import write_rejects, write_shard
+from aikd.errors import AikdError
+from aikd.job import finish
+from aikd.models.weights import read_card
+from aikd.registry import resolve_models
+from aikd.runtime import ensure_ray
+from aikd.score.actors import Aligner, Scorer
+from aikd.score.inputs import OutputFile, plan
+from aikd.storage import Location, resolve
+from aikd.tracking import job_run
+
+MANIFEST_DIR = "_manifest"
+SUMMARY_FILE = "_summary.json"  # the output is a prefix of score files: side files start with '_'
+QUANTILE_SAMPLE = 100_000  # scores per model kept (spread over files) for the summary's quantiles
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+SCHEMA = pa.schema([("image_id", pa.string()), ("model", pa.string()), ("model_uri", pa.string()),
+                    ("model_version", pa.string()), ("quality", pa.float32()), ("alignment", pa.string())])
+
+
+def read_scores(uri: str) -> pa.Table:
+    """Every score file under ``uri`` as one table (the side files, ``_*``, left out)."""
+    files = resolve(uri).list_files(".parquet")
+    return pa.concat_tables([pq.read_table(f.path, filesystem=f.fs, schema=SCHEMA) for f in files]) if files else (
+        SCHEMA.empty_table())
+
+
+def model_list(cfg: ScoreConfig, original: ScoreConfig, refs: list[dict]) -> list[dict]:
+    """Each model: its name, the files workers read, what the spec said and the version it resolved to."""
+    by_field = {r["field"]: r for r in refs}
+    out = []
+    for i, (model, asked) in enumerate(zip(cfg.models, original.models, strict=True)):
+        ref = by_field.get(f"models.{i}.model")
+        out.append({"name": model.name, "files": model.model, "asked": asked.model,
+                    "uri": ref["resolved_uri"] if ref else resolve(model.model).uri,
+                    "version": ref["version"] if ref else None})
+    return out
+
+
+def signature(cfg: ScoreConfig, models: list[dict]) -> dict:
+    """What a finished file was scored with; a file whose manifest says otherwise is scored again."""
+    return {"alignment": cfg.alignment, "models": {m["name"]: m["uri"] for m in models}}
+
+
+def _manifest(out: Location, name: str) -> Location:
+    return out.join(MANIFEST_DIR, name.removesuffix(".parquet") + ".json")
+
+
+def split_done(out: Location, files: list[OutputFile], sig: dict) -> tuple[list[OutputFile], list[dict], dict]:
+    """(files to score, manifest entries of files done, {file: signature it was scored with} of stale ones)."""
+    todo, done, stale = [], [], {}
+    for f in files:
+        entry = _manifest(out, f.name)
+        record = json.loads(entry.read_text()) if entry.exists() else None
+        if record is not None and record["signature"] == sig:
+            done.append(record)
+        else:
+            todo.append(f)
+            if record is not None:
+                stale[f.name] = record["signature"]
+    return todo, done, stale
+
+
+def score_table(cfg: ScoreConfig, models: list[dict], batch: dict) -> pa.Table:
+    """The long table of one file: a row per scored face and model, sorted by image_id then model."""
+    ok = batch["reason"] == ""
+    order = np.argsort(batch[IMAGE_ID][ok], kind="stable")
+    ids = batch[IMAGE_ID][ok][order].astype(str)
+    parts = []
+    for m in models:
+        n = len(ids)
+        parts.append(pa.table({
+            "image_id": pa.array(ids, pa.string()), "model": pa.array([m["name"]] * n, pa.string()),
+            "model_uri": pa.array([m["uri"]] * n, pa.string()), "model_version": pa.array([m["version"]] * n,
+                                                                                          pa.string()),
+            "quality": pa.array(batch[f"q__{m['name']}"][ok][order], pa.float32()),
+            "alignment": pa.array([cfg.alignment] * n, pa.string())}, schema=SCHEMA))
+    table = pa.concat_tables(parts)
+    return table.sort_by([("image_id", "ascending"), ("model", "ascending")])
+
+
+class Progress:
+    """Rows/s and ETA on one line every ``every_s`` seconds (what a job's log shows)."""
+
+    def __init__(self, total: int, every_s: float):
+        self.total, self.every_s, self.rows = total, every_s, 0
+        self.start = self.last = time.perf_counter()
+
+    def add(self, rows: int, files_done: int, files: int) -> None:
+        self.rows += rows
+        now = time.perf_counter()
+        if now - self.last >= self.every_s or self.rows == self.total:
+            self.last = now
+            rate = self.rows / max(now - self.start, 1e-9)
+            eta = (self.total - self.rows) / rate if rate > 0 else float("inf")
+            print(f"score: {self.rows}/{self.total} faces ({rate:.0f}/s, ETA {eta:.0f} s), "
+                  f"{files_done}/{files} files written", flush=True)
+
+    @property
+    def rate(self) -> float:
+        return self.rows / max(time.perf_counter() - self.start, 1e-9)
+
+
+def _sample(values: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """A deterministic uniform sample of about ``share`` of ``values`` (the quantiles' bounded memory)."""
+    values = values[np.isfinite(values)]
+    k = min(len(values), int(np.ceil(share * len(values))))
+    return np.random.default_rng(seed).choice(values, k, replace=False) if k < len(values) else values
+
+
+def write_file(cfg: ScoreConfig, out: Location, f: OutputFile, models: list[dict], sig: dict, parts: list[dict]):
+    """One output file, whole, then its manifest entry (an entry means the file is complete)."""
+    batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    write_shard(out.join(f.name), score_table(cfg, models, batch))
+    bad = batch["reason"] != ""
+    record = {"file": f.name, "sources": f.sources, "rows_in": int(len(bad)), "rows_scored": int((~bad).sum()),
+              "rejects": [[str(i), str(r)] for i, r in zip(batch[IMAGE_ID][bad], batch["reason"][bad], strict=True)],
+              "signature": sig}
+    _manifest(out, f.name).write_text(json.dumps(record))
+    return record, batch
+
+
+def stream(cfg: ScoreConfig, out: Location, todo: list[OutputFile], models: list[dict], sig: dict,
+           progress: Progress, samples: dict[str, list], share: float) -> list[dict]:
+    """Score the files in ``todo``; each is written as soon as its last unit is in."""
+    sizes = [read_card(m["files"]).input_size for m in models]
+    units = [u for f in todo for u in f.units]
+    crops = map_actors(units, Aligner, {"cfg": cfg, "sizes": sizes}, cfg.decode)
+    scored = then_actors(crops, Scorer, {"cfg": cfg, "models": models}, cfg.resources)
+    by_name = {f.name: f for f in todo}
+    waiting = {f.name: f.rows for f in todo}
+    parts: dict[str, list[dict]] = {f.name: [] for f in todo}
+    records = []
+    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+        for name in np.unique(batch["file"]):
+            mine = batch["file"] == name
+            parts[name].append({k: v[mine] for k, v in batch.items() if k != "file"})
+            waiting[name] -= int(mine.sum())
+            if waiting[name] == 0:
+                record, rows = write_file(cfg, out, by_name[name], models, sig, parts.pop(name))
+                records.append(record)
+                for m in models:
+                    samples[m["name"]].append(_sample(rows[f"q__{m['name']}"], share, len(records)))
+            progress.add(int(mine.sum()), len(records), len(todo))
+    if parts:
+        raise AikdError(f"score: the stream ended before these files were complete: {sorted(parts)}")
+    return records
+
+
+def _done_samples(out: Location, done: list[dict], models: list[dict], samples: dict, share: float) -> None:
+    for k, record in enumerate(done):
+        f = out.join(record["file"])
+        table = pq.read_table(f.path, filesystem=f.fs, columns=["model", "quality"])
+        for m in models:
+            q = table.filter(pc.equal(table["model"], m["name"]))["quality"].to_numpy()
+            samples[m["name"]].append(_sample(q.astype(np.float32), share, 10_000 + k))
+
+
+def run_score(cfg: ScoreConfig) -> dict:
+    ensure_ray()
+    out = resolve(cfg.out)
+    original = cfg
+    cfg, refs = resolve_models(cfg, out)
+    models = model_list(cfg, original, refs)
+    sig = signature(cfg, models)
+    with job_run(cfg, out.path.rstrip("/").rsplit("/", 1)[-1],
+                 inputs={"faces": cfg.shards or [cfg.images], "models": [m["asked"] for m in models]},
+                 outputs={"scores": out.uri}, resume_under=out) as tracker:
+        files, facts = plan(cfg)
+        todo, done, stale = split_done(out, files, sig)
+        total = sum(f.rows for f in files)
+        share = min(1.0, QUANTILE_SAMPLE / max(total, 1))
+        for m in models:
+            print(f"score: {m['name']} = {m['asked']}" + (f" -> version {m['version']}" if m["version"] else ""),
+                  flush=True)
+        if stale:
+            print(f"score: {len(stale)} files were scored with other models or alignment: scoring them again",
+                  flush=True)
+        print(f"score: {len(files)} files, {len(done)} done before, {len(todo)} to score "
+              f"({sum(f.rows for f in todo)} faces)", flush=True)
+        samples: dict[str, list] = {m["name"]: [] for m in models}
+        _done_samples(out, done, models, samples, share)
+        progress = Progress(sum(f.rows for f in todo), cfg.progress_every_s)
+        records = stream(cfg, out, todo, models, sig, progress, samples, share) if todo else []
+        summary = summarise(cfg, out, files, done, records, models, samples, progress, stale, facts)
+        summary |= {"models_resolved": refs, "mlflow_run": tracker.run_id if tracker else None}
+        finish(out, summary, SUMMARY_FILE)
+        if tracker is not None:
+            tracker.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+            tracker.log_outputs(out, [SUMMARY_FILE, "_manifest.json"])
+    return summary
+
+
+def summarise(cfg: ScoreConfig, out: Location, files: list[OutputFile], done: list[dict], new: list[dict],
+              models: list[dict], samples: dict, progress: Progress, stale: dict, facts: dict) -> dict:
+    """The whole output's manifest, rejects table and summary (files done before included)."""
+    order = {f.name: i for i, f in enumerate(files)}
+    records = sorted(done + new, key=lambda r: order[r["file"]])
+    out.join("_manifest.json").write_text(json.dumps(records, indent=1) + "\n")
+    write_rejects(out.uri, [tuple(r) for rec in records for r in rec["rejects"]])
+    quantiles = {}
+    for m in models:
+        values = np.concatenate(samples[m["name"]]) if samples[m["name"]] else np.zeros(0)
+        quantiles[m["name"]] = ({f"q{int(q * 100):02d}": float(v) for q, v in zip(QUANTILES, np.quantile(
+            values, QUANTILES), strict=True)} if len(values) else {})
+    rows_in = sum(r["rows_in"] for r in records)
+    return {"job": "score", "out": out.uri, "alignment": cfg.alignment, "files": len(files),
+            "files_scored_now": len(new), "files_done_before": len(done),
+            "rows": rows_in, "rows_scored": sum(r["rows_scored"] for r in records),
+            "rejected": sum(len(r["rejects"]) for r in records), "rows_read_now": progress.rows,
+            "rows_per_s": round(progress.rate, 1) if progress.rows else None,
+            "models": [{k: m[k] for k in ("name", "asked", "uri", "version")} for m in models],
+            "rescored_stale": stale, "quality_quantiles": quantiles} | facts

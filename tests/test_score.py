@@ -1,0 +1,233 @@
+"""Batch scoring (`aikd score`): one score per face, equal to the student's own, resumable, rejects with reasons."""
+
+import json
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from aikd.config import RegisterConfig, ScoreConfig
+from aikd.data.pipeline import aligned_views, decode_valid
+from aikd.data.shards import read_rejects, read_shards, write_shard
+from aikd.data.synth import SYNTH_SCHEMA, SynthConfig, generate_rows, write_synthetic
+from aikd.errors import ConfigError
+from aikd.models.student import create_student
+from aikd.models.weights import card_for, preprocess_of, save_model
+from aikd.registry import register
+from aikd.score import run as score_run
+from aikd.score.run import read_scores, run_score
+from aikd.storage import resolve
+from aikd.tracking import Tracker
+
+HALF = {"workers": 1, "cpus_per_worker": 0.5}
+
+
+def _student(path, seed: int) -> str:
+    torch.manual_seed(seed)
+    model = create_student("iresnet_tiny")
+    save_model(model, str(path), card_for(model, "student"))
+    return str(path)
+
+
+def _spec(out, models, **kw) -> ScoreConfig:
+    return ScoreConfig(out=str(out), models=models, decode=HALF, resources=HALF, progress_every_s=0.5, **kw)
+
+
+def _table(out) -> pa.Table:
+    return read_scores(str(out)).sort_by([("image_id", "ascending"), ("model", "ascending")])
+
+
+def _direct(model_dir: str, shards: str) -> dict[str, float]:
+    """The student called directly on the aligned crops of every face: image_id -> quality."""
+    from aikd.models.weights import load_model
+
+    model, card = load_model(model_dir)
+    table = read_shards(shards)
+    batch = {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.column_names}
+    rows, images, landmarks, _ = decode_valid(batch, np.arange(table.num_rows))
+    crops = aligned_views(images, landmarks[rows], card.input_size)
+    with torch.no_grad():
+        q = model.eval()(preprocess_of(model)(crops))[1].numpy().reshape(-1)
+    return dict(zip(batch["image_id"][rows].astype(str), q.tolist(), strict=True))
+
+
+@pytest.fixture(scope="module")
+def gallery(s3_server, tmp_path_factory):
+    """120 synthetic faces in 3 shards on the local S3 server, and a student."""
+    root = tmp_path_factory.mktemp("score")
+    shards = "s3://aikd-test/gallery/faces"
+    write_synthetic(shards, SynthConfig(identities=12, samples_per_identity=10, seed=3), rows_per_shard=40)
+    return shards, _student(root / "student", 0), root
+
+
+@pytest.fixture(scope="module")
+def scored(ray_local, gallery):
+    shards, student, root = gallery
+    cfg = _spec("s3://aikd-test/gallery/scores", [{"name": "s", "model": student}], shards=[shards],
+                backend="torch")
+    return cfg, run_score(cfg)
+
+
+def test_every_face_gets_exactly_one_score_equal_to_the_students_own(scored, gallery):
+    cfg, summary = scored
+    shards, student, _ = gallery
+    table = _table(cfg.out)
+    expected = _direct(student, shards)
+    ids = table.column("image_id").to_pylist()
+    assert sorted(ids) == sorted(expected) and len(set(ids)) == len(ids) == 120
+    got = dict(zip(ids, table.column("quality").to_pylist(), strict=True))
+    assert max(abs(got[i] - expected[i]) for i in ids) <= 1e-5
+    assert set(table.column("alignment").to_pylist()) == {"landmarks"}
+    assert summary["rows"] == summary["rows_scored"] == 120 and summary["rejected"] == 0
+    assert [f.path.rsplit("/", 1)[-1] for f in resolve(cfg.out).list_files(".parquet")] == [
+        "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]  # one per input shard, same names
+    manifest = json.loads(resolve(cfg.out).join("_manifest.json").read_text())
+    assert [(m["rows_in"], m["rows_scored"]) for m in manifest] == [(40, 40)] * 3
+    assert set(summary["quality_quantiles"]["s"]) == {"q01", "q05", "q25", "q50", "q75", "q95", "q99"}
+
+
+def test_the_onnx_backend_scores_like_torch(ray_local, scored, gallery, tmp_path):
+    cfg, _ = scored
+    shards, student, _ = gallery
+    onnx = run_score(_spec(tmp_path / "onnx", [{"name": "s", "model": student}], shards=[shards], backend="onnx"))
+    assert onnx["rows_scored"] == 120
+    a, b = _table(cfg.out).column("quality").to_numpy(), _table(tmp_path / "onnx").column("quality").to_numpy()
+    assert np.abs(a - b).max() <= 1e-4  # ONNX Runtime's kernels round differently from torch's
+
+
+def test_a_crashed_run_started_again_gives_the_same_table(ray_local, scored, gallery, tmp_path, monkeypatch):
+    cfg, _ = scored
+    shards, student, _ = gallery
+    out = tmp_path / "crash"
+    spec = _spec(out, [{"name": "s", "model": student}], shards=[shards], backend="torch")
+    real, written = score_run.write_file, []
+
+    def crash_after_one(*args, **kwargs):
+        if written:
+            raise RuntimeError("killed")
+        written.append(args[2].name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(score_run, "write_file", crash_after_one)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_score(spec)
+    monkeypatch.setattr(score_run, "write_file", real)
+    again = run_score(spec)
+    assert again["files_done_before"] == 1 and again["files_scored_now"] == 2
+    assert _table(out).equals(_table(cfg.out))  # no duplicates, nothing missing, same scores
+    assert run_score(spec)["files_scored_now"] == 0  # a finished job rerun only summarises
+
+
+def _bad_shard(target: str) -> dict[str, str]:
+    """A shard with planted bad faces among good ones; returns image_id -> the reason expected."""
+    rows = list(generate_rows(SynthConfig(identities=2, samples_per_identity=6, seed=9)))
+    rows[0]["image"] = rows[0]["image"][: len(rows[0]["image"]) // 3]  # truncated JPEG
+    rows[1]["image"] = b"not an image at all"
+    rows[2]["image"] = b""
+    rows[3]["landmarks"] = [float("nan")] * 10
+    rows[4]["landmarks"] = [50.0, 50.0] * 5  # coincident points
+    write_shard(resolve(target).join("part-00000.parquet"),
+                pa.Table.from_pylist([{k: r[k] for k in SYNTH_SCHEMA.names} for r in rows], schema=SYNTH_SCHEMA))
+    return {rows[i]["image_id"]: why for i, why in enumerate(
+        ["undecodable", "undecodable", "undecodable", "landmark", "coincident"])}
+
+
+def test_bad_faces_go_to_the_rejects_with_reasons_and_the_job_goes_on(ray_local, gallery, tmp_path):
+    _, student, _ = gallery
+    planted = _bad_shard(str(tmp_path / "bad"))
+    summary = run_score(_spec(tmp_path / "out", [{"name": "s", "model": student}], shards=[str(tmp_path / "bad")]))
+    rejects = {r["image_id"]: r["reason"] for r in read_rejects(str(tmp_path / "out")).to_pylist()}
+    truncated = next(iter(planted))
+    assert set(rejects) <= set(planted) and set(planted) - {truncated} <= set(rejects)
+    for image_id, reason in rejects.items():
+        assert planted[image_id] in reason.lower()
+    assert summary["rows"] == 12 == summary["rows_scored"] + summary["rejected"]  # counts add up
+    assert _table(tmp_path / "out").num_rows == summary["rows_scored"]
+
+
+def test_a_folder_of_pre_aligned_crops_is_scored_as_it_is(ray_local, gallery, tmp_path):
+    shards, student, _ = gallery
+    table = read_shards(shards).slice(0, 20)
+    batch = {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.column_names}
+    rows, images, landmarks, _ = decode_valid(batch, np.arange(20))
+    crops = aligned_views(images, landmarks[rows], 64)
+    folder = tmp_path / "crops"
+    for k, crop in enumerate(crops):
+        (folder / f"p{k % 3}").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / f"p{k % 3}" / f"{k:03d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    summary = run_score(_spec(tmp_path / "out", [{"name": "s", "model": student}], images=str(folder),
+                              alignment="aligned", images_per_file=8, backend="torch"))
+    assert summary["files"] == 3 and summary["rows_scored"] == 20
+    from aikd.models.weights import load_model
+
+    model, _ = load_model(student)
+    with torch.no_grad():
+        expected = model.eval()(preprocess_of(model)(crops))[1].numpy().reshape(-1)
+    got = {r["image_id"]: r["quality"] for r in _table(tmp_path / "out").to_pylist()}
+    names = [f"p{k % 3}/{k:03d}.png" for k in range(20)]
+    assert sorted(got) == sorted(names)
+    assert max(abs(got[n] - e) for n, e in zip(names, expected, strict=True)) <= 1e-5
+
+
+def test_a_moved_alias_is_scored_with_the_new_version_and_says_so(ray_local, gallery, tracking_db, tmp_path):
+    shards, first, root = gallery
+    second = _student(root / "student2", 1)
+    client = MlflowClient(tracking_db)
+    experiment = client.create_experiment("score-tests")
+    versions = []
+    for path in (first, second):
+        tracker = Tracker(tracking_db, client.create_run(experiment).info.run_id)
+        versions.append(register(resolve(path), RegisterConfig(name="gallery-student", aliases=["production"]),
+                                 tracker, spec={}, tags={}, description="", onnx=False)["version"])
+    client.set_registered_model_alias("gallery-student", "production", versions[0])
+    spec = _spec(tmp_path / "out", [{"name": "prod", "model": "models:/gallery-student@production"}],
+                 shards=[shards], backend="torch")
+    before = run_score(spec)
+    assert before["models"][0]["version"] == versions[0] and before["files_scored_now"] == 3
+    client.set_registered_model_alias("gallery-student", "production", versions[1])
+    after = run_score(spec)
+    assert after["models"][0]["version"] == versions[1]
+    assert after["files_scored_now"] == 3 and len(after["rescored_stale"]) == 3  # stale files scored again
+    table = _table(tmp_path / "out")
+    assert set(table.column("model_version").to_pylist()) == {versions[1]}
+    assert set(table.column("model_uri").to_pylist()) == {f"models:/gallery-student/{versions[1]}"}
+    expected = _direct(second, shards)
+    got = dict(zip(table.column("image_id").to_pylist(), table.column("quality").to_pylist(), strict=True))
+    assert max(abs(got[i] - expected[i]) for i in expected) <= 1e-5
+
+
+def test_several_models_in_one_pass(ray_local, gallery, tmp_path):
+    shards, first, root = gallery
+    second = _student(root / "student3", 2)
+    summary = run_score(_spec(tmp_path / "out", [{"name": "a", "model": first}, {"name": "b", "model": second}],
+                              shards=[shards], backend="torch"))
+    table = _table(tmp_path / "out")
+    assert summary["rows_scored"] == 120 and table.num_rows == 240
+    by_model = {m: table.filter(pc.equal(table["model"], m)) for m in ("a", "b")}
+    assert by_model["a"].column("image_id").equals(by_model["b"].column("image_id"))
+    assert not np.allclose(by_model["a"]["quality"].to_numpy(), by_model["b"]["quality"].to_numpy())
+
+
+def test_specs_name_what_is_wrong(tmp_path):
+    with pytest.raises(ValueError, match="exactly one input"):
+        ScoreConfig(out="x", models=[{"name": "s", "model": "m"}])
+    with pytest.raises(ValueError, match="needs landmarks or boxes"):
+        ScoreConfig(out="x", images="imgs", models=[{"name": "s", "model": "m"}])
+    with pytest.raises(ValueError, match="model names must be distinct"):
+        ScoreConfig(out="x", shards=["s"], models=[{"name": "s", "model": "m"}, {"name": "s", "model": "n"}])
+    with pytest.raises(ConfigError, match="models:/<name>/<version>"):
+        from aikd.registry import resolve_models
+
+        resolve_models(ScoreConfig(out="x", shards=["s"], models=[{"name": "s", "model": "models:/x@"}]),
+                       resolve(tmp_path))
+
+
+def test_the_shipped_spec_validates():
+    from aikd.config import load_spec
+
+    cfg = load_spec("jobs/score.yaml", ScoreConfig)
+    assert cfg.models[0].model == "models:/aikd-student@candidate" and cfg.alignment == "landmarks"
