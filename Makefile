@@ -43,6 +43,7 @@ bench: install
 	$(PY) bench/label.py
 	$(PY) bench/distill.py
 	$(PY) bench/edc.py
+	$(PY) bench/score.py
 
 clean:
 	rm -rf $(VENV) $(UI_VENV) .pytest_cache

@@ -38,7 +38,7 @@ from aikd.evaluate.report import run_evaluate
 from aikd.models.weights import WEIGHTS_FILE, load_model, preprocess_of
 from aikd.registry import ONNX_FILE, RegistryError, lookup, register, resolve_models
 from aikd.storage import resolve
-from aikd.tracking import Tracker
+from aikd.tracking import Tracker, experiment_id
 
 PLANTED_KEY_ID = "AKIAPLANTEDKEY000042"
 PLANTED_SECRET = "pLaNtEd/SeCrEt+kEy/0123456789abcdefGHIJ"
@@ -47,9 +47,8 @@ HALF = Resources(workers=2, cpus_per_worker=0.5)
 
 def _tracker(uri: str, name: str) -> Tracker:
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("registry-tests") or client.get_experiment(
-        client.create_experiment("registry-tests"))
-    return Tracker(uri, client.create_run(experiment.experiment_id, run_name=name).info.run_id)
+    experiment = experiment_id(client, uri, "registry-tests")  # with SQLite: artifacts beside the database
+    return Tracker(uri, client.create_run(experiment, run_name=name).info.run_id)
 
 
 def _register_dir(uri: str, model_dir: str, name: str, aliases: list[str], onnx: bool = False) -> dict:

@@ -21,7 +21,7 @@ from aikd.registry import register
 from aikd.score import run as score_run
 from aikd.score.run import read_scores, run_score
 from aikd.storage import resolve
-from aikd.tracking import Tracker
+from aikd.tracking import Tracker, experiment_id
 
 HALF = {"workers": 1, "cpus_per_worker": 0.5}
 
@@ -177,7 +177,7 @@ def test_a_moved_alias_is_scored_with_the_new_version_and_says_so(ray_local, gal
     shards, first, root = gallery
     second = _student(root / "student2", 1)
     client = MlflowClient(tracking_db)
-    experiment = client.create_experiment("score-tests")
+    experiment = experiment_id(client, tracking_db, "score-tests")  # artifacts beside the database
     versions = []
     for path in (first, second):
         tracker = Tracker(tracking_db, client.create_run(experiment).info.run_id)

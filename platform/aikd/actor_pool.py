@@ -40,15 +40,16 @@ def map_actors(items: list[dict], actor: type, kwargs: dict, resources: Resource
     return paced(ds)
 
 
-def then_actors(ds: ray.data.Dataset, actor: type, kwargs: dict, resources: Resources) -> ray.data.Dataset:
-    """A second actor stage over ``ds``: one output block of the stage before per call.
+def then_actors(ds: ray.data.Dataset, actor: type, kwargs: dict, resources: Resources,
+                blocks: int) -> ray.data.Dataset:
+    """A second actor stage over ``ds`` (``blocks`` output blocks): one block of the stage before per call.
 
     Lets a job put its CPU work (decode, align) and its model (GPU actors on a cluster)
     on separately sized pools.
     """
     ds = ds.map_batches(
         actor, fn_constructor_kwargs=kwargs, batch_size=None, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=resources.workers),
+        compute=ray.data.ActorPoolStrategy(size=pool_size(resources, blocks)),
         num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker,
     )
     return paced(ds)

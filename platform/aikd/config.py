@@ -8,6 +8,7 @@ a one-line message instead of a silently new key. Every job's spec shares one sh
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass
@@ -528,8 +529,13 @@ class ScoreConfig(JobSpec):
     batch_size: int = Field(256, ge=1, description="faces per model call")
     backend: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="auto: ONNX Runtime on CPU actors (faster there, bench/score.py), torch on GPUs")
-    decode: Resources = Field(Resources(workers=1, cpus_per_worker=1.0),
+    # one machine of 2 CPUs by default: a model actor of 1.5 CPUs (2 threads) and a decode actor of 0.5,
+    # which keeps up (bench/score.py); a GPU cluster sets resources.gpus_per_worker and more decode workers
+    resources: Resources = Resources(workers=1, cpus_per_worker=1.5)
+    decode: Resources = Field(Resources(workers=1, cpus_per_worker=0.5),
                               description="decode/align actors (CPU); `resources` are the model actors")
+    model_threads: int | None = Field(None, ge=1, description="threads of a model actor on a CPU; default: its "
+                                      "cpus_per_worker rounded up (the decode actors leave their share mostly idle)")
     progress_every_s: float = Field(10.0, gt=0, description="seconds between progress lines")
 
     @model_validator(mode="after")
@@ -550,3 +556,7 @@ class ScoreConfig(JobSpec):
         if value.use_gpu:
             raise ValueError("decode/align actors run on CPUs: set decode.gpus_per_worker: 0")
         return value
+
+    @property
+    def scorer_threads(self) -> int:
+        return self.model_threads or max(1, math.ceil(self.resources.cpus_per_worker))

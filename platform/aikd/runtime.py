@@ -9,7 +9,7 @@ import torch
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local one.
+    """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local instance.
 
     Storage variables (AWS_*) must be set before this: workers inherit the environment
     of the process that starts Ray.
@@ -19,7 +19,8 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=True)
         return
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    # address="local": a new instance, never a cluster someone left running on this machine
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
 
 
 def actor_device() -> torch.device:

@@ -20,17 +20,18 @@ from aikd.data.pipeline import decode
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS
 from aikd.errors import AikdError
 from aikd.models.weights import export_onnx, load_model, preprocess_of
+from aikd.registry import ONNX_FILE
 from aikd.runtime import actor_device
 from aikd.score.inputs import read_unit
+from aikd.storage import Location, resolve
 
 
 def crop_column(size: int) -> str:
     return f"crop_{size}"
 
 
-def _matrix(cfg: ScoreConfig, image: np.ndarray, landmarks: np.ndarray, bbox, size: int) -> np.ndarray:
-    if cfg.alignment == "landmarks":
-        return similarity_batch(landmarks[None], template(size))[0]
+def _matrix(cfg: ScoreConfig, image: np.ndarray, bbox, size: int) -> np.ndarray:
+    """One face's warp when it has no landmarks: its box, or the whole (pre-aligned) image."""
     if cfg.alignment == "box":
         return box_matrix(np.asarray(bbox, np.float64), size, cfg.box_margin)
     h, w = image.shape[:2]  # a pre-aligned crop: resized to the model's input
@@ -73,11 +74,15 @@ class Aligner:
         for size in self.sizes:
             crops = np.zeros((len(reasons), size, size, 3), np.uint8)
             if ok:
-                matrices = np.stack([_matrix(self.cfg, images[i], faces[LANDMARKS][i], faces[BBOX][i], size)
-                                     for i in ok])
-                crops[ok] = warp_rgb([images[i] for i in ok], matrices, size)
+                crops[ok] = warp_rgb([images[i] for i in ok], self.matrices(faces, images, ok, size), size)
             out[crop_column(size)] = crops
         return out
+
+
+    def matrices(self, faces: dict, images: list, ok: list[int], size: int) -> np.ndarray:
+        if self.cfg.alignment == "landmarks":  # one batched least-squares fit
+            return similarity_batch(faces[LANDMARKS][ok], template(size))
+        return np.stack([_matrix(self.cfg, images[i], faces[BBOX][i], size) for i in ok])
 
 
 class _TorchQuality:
@@ -91,17 +96,20 @@ class _TorchQuality:
 
 
 class _OnnxQuality:
-    """The model exported to ONNX (as registered versions carry it) and run by ONNX Runtime."""
+    """The model in ONNX Runtime: a registered version's checked ``model.onnx``, else exported here."""
 
-    def __init__(self, model: torch.nn.Module, threads: int):
+    def __init__(self, model: torch.nn.Module, threads: int, registered: Location):
         import onnxruntime as ort
 
         self.preprocess = preprocess_of(model)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        if registered.exists():  # checked against these weights when the version was registered
+            self.session = ort.InferenceSession(registered.read_bytes(), options, providers=["CPUExecutionProvider"])
+            return
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / "model.onnx")
             export_onnx(model, path)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
             self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
@@ -123,7 +131,7 @@ class Scorer:
         self.backend = backend_for(cfg, self.device)
         if self.backend == "onnx" and self.device.type == "cuda":
             raise AikdError("backend onnx runs on CPU actors: set backend: torch (or auto) for GPU actors")
-        threads = max(1, int(cfg.resources.cpus_per_worker))
+        threads = cfg.scorer_threads
         if self.device.type == "cpu":
             torch.set_num_threads(threads)
         self.models = []
@@ -132,7 +140,8 @@ class Scorer:
             if card.kind != "student":
                 raise AikdError(f"model {spec['name']}: {spec['uri']} is a {card.kind}, not a student with a "
                                 f"quality head")
-            run = _TorchQuality(model, self.device) if self.backend == "torch" else _OnnxQuality(model, threads)
+            run = (_TorchQuality(model, self.device) if self.backend == "torch"
+                   else _OnnxQuality(model, threads, resolve(spec["files"]).join(ONNX_FILE)))
             self.models.append((spec["name"], card.input_size, run))
 
     def __call__(self, batch: dict) -> dict:

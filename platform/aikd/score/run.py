@@ -153,7 +153,7 @@ def stream(cfg: ScoreConfig, out: Location, todo: list[OutputFile], models: list
     sizes = [read_card(m["files"]).input_size for m in models]
     units = [u for f in todo for u in f.units]
     crops = map_actors(units, Aligner, {"cfg": cfg, "sizes": sizes}, cfg.decode)
-    scored = then_actors(crops, Scorer, {"cfg": cfg, "models": models}, cfg.resources)
+    scored = then_actors(crops, Scorer, {"cfg": cfg, "models": models}, cfg.resources, blocks=len(units))
     by_name = {f.name: f for f in todo}
     waiting = {f.name: f.rows for f in todo}
     parts: dict[str, list[dict]] = {f.name: [] for f in todo}
