@@ -217,6 +217,8 @@ def test_specs_name_what_is_wrong(tmp_path):
         ScoreConfig(out="x", models=[{"name": "s", "model": "m"}])
     with pytest.raises(ValueError, match="needs landmarks or boxes"):
         ScoreConfig(out="x", images="imgs", models=[{"name": "s", "model": "m"}])
+    with pytest.raises(ValueError, match="set decode.gpus_per_worker: 0"):
+        ScoreConfig(out="x", shards=["s"], models=[{"name": "s", "model": "m"}], decode={"gpus_per_worker": 1})
     with pytest.raises(ValueError, match="model names must be distinct"):
         ScoreConfig(out="x", shards=["s"], models=[{"name": "s", "model": "m"}, {"name": "s", "model": "n"}])
     with pytest.raises(ConfigError, match="models:/<name>/<version>"):

@@ -112,6 +112,13 @@ class Resources(Frozen):
         return max(1, int(self.cpus_per_worker))
 
 
+def cpu_only(resources: Resources, field: str) -> Resources:
+    """Decode/warp actors run on CPUs: a GPU asked for there is refused, naming the field to fix."""
+    if resources.use_gpu:
+        raise ValueError(f"decode/warp actors run on CPUs: set {field}.gpus_per_worker: 0")
+    return resources
+
+
 # the spellings jobs used before they shared one Resources section
 RESOURCE_RENAMES = {"workers": "resources.workers", "worker_cpus": "resources.cpus_per_worker",
                     "cpus_per_worker": "resources.cpus_per_worker", "use_gpu": "resources.gpus_per_worker"}
@@ -152,9 +159,7 @@ class DataConfig(Frozen):
     @field_validator("resources")
     @classmethod
     def _decoding_runs_on_cpus(cls, value: Resources) -> Resources:
-        if value.use_gpu:
-            raise ValueError("decode/warp actors run on CPUs: set data.resources.gpus_per_worker: 0")
-        return value
+        return cpu_only(value, "data.resources")
 
 
 class EmbeddedDefault(Frozen):
@@ -357,6 +362,17 @@ class OptimConfig(Frozen):
     ema_old_weight: float = Field(0.1, ge=0, lt=1, description="EMA: new = w * old + (1 - w) * current")
 
 
+class ValidationConfig(Frozen):
+    """What AI-KD is for, measured at every validation: EDC pAUC of the student's quality (docs/method.md)."""
+
+    pauc: bool = Field(True, description="EDC pAUC on the aligned and misaligned validation views, with "
+                       "comparison scores from the frozen FR backbone's embeddings of the same crops")
+    fmr: float = Field(1e-3, gt=0, lt=1)
+    discard: float = Field(0.3, gt=0, le=1, description="pAUC limit: share of mated comparisons discarded")
+    min_mated_pairs: int = Field(50, ge=1, description="fewer mated pairs in validation: no pAUC (a note says so)")
+    non_mated: int = Field(200_000, ge=1, description="non-mated validation pairs sampled")
+
+
 class EngineConfig(Frozen):
     """How one optimizer step is computed, whichever strategy runs it."""
 
@@ -379,6 +395,7 @@ class DistillConfig(JobSpec):
     objective: ObjectiveConfig = ObjectiveConfig()
     optim: OptimConfig = OptimConfig()
     engine: EngineConfig = EngineConfig()
+    validation: ValidationConfig = ValidationConfig()
     strategy: Literal["deepspeed", "ddp"] = "deepspeed"
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (budgets, tests)")
@@ -553,9 +570,7 @@ class ScoreConfig(JobSpec):
     @field_validator("decode")
     @classmethod
     def _decoding_runs_on_cpus(cls, value: Resources) -> Resources:
-        if value.use_gpu:
-            raise ValueError("decode/align actors run on CPUs: set decode.gpus_per_worker: 0")
-        return value
+        return cpu_only(value, "decode")
 
     @property
     def scorer_threads(self) -> int:

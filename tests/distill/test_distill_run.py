@@ -56,6 +56,8 @@ def test_student_tracks_the_teacher_on_misaligned_views_better_than_the_initial_
     best = max(h["val_spearman_misaligned"] for h in summary["history"][1:])
     assert best > initial["val_spearman_misaligned"] + 0.3
     assert summary["best_val_quality_loss"] < initial["val_quality_loss"]
+    # what AI-KD is for, at every validation: the EDC pAUC of each view (frozen FR comparisons)
+    assert all(0 <= h["val_pauc_misaligned"] <= 0.3 and 0 <= h["val_pauc_aligned"] <= 0.3 for h in summary["history"])
 
 
 def test_starting_the_same_run_again_resumes_from_its_checkpoint(s3_run):

@@ -3,7 +3,8 @@
 Per micro-batch: embed the aligned view with the target (no gradient), run the student
 on the misaligned view, AI-KD loss, backward, step. Per optimizer step: the reference's
 sine warm-up. Every ``val_every`` of an epoch after the pretrain phase: update the EMA
-of the weights, validate it, keep the best EMA weights, and hand the result to
+of the weights, validate it (quality loss, Spearman and, with the frozen FR backbone's
+comparisons, the EDC pAUC per view), keep the best EMA weights, and hand the result to
 ``on_validation`` (the Ray worker reports and checkpoints there).
 """
 
@@ -22,6 +23,7 @@ from aikd.config import DistillConfig
 from aikd.distill.objective import aikd_loss, quality_loss
 from aikd.distill.params import warmup_factor
 from aikd.distill.strategy import Strategy
+from aikd.distill.val_pauc import Comparisons, comparisons, pauc_metrics
 from aikd.evaluate.ranks import spearman
 from aikd.models.transforms import Preprocess
 from aikd.models.weights import preprocess_of
@@ -114,8 +116,9 @@ class EMA:
 
 @torch.no_grad()
 def validate(model: nn.Module, batches: list[dict], cfg: DistillConfig, device: torch.device, plan: Plan,
-             preprocess: Preprocess) -> dict:
-    """Quality loss on aligned and misaligned validation views, and rank agreement with the label."""
+             preprocess: Preprocess, comparisons: Comparisons | None = None) -> dict:
+    """Quality loss on aligned and misaligned validation views, rank agreement with the label and,
+    given the run's fixed comparisons, the EDC pAUC of each view."""
     model.eval()
     preds, mis_preds, labels = [], [], []
     for batch in batches:
@@ -132,18 +135,32 @@ def validate(model: nn.Module, batches: list[dict], cfg: DistillConfig, device: 
         qm = torch.cat(mis_preds)
         out |= {"val_quality_loss_misaligned": quality_loss(qm, y, cfg.objective),
                 "val_spearman_misaligned": spearman(qm.numpy(), y.numpy())}
+        if comparisons is not None:
+            quality = {"aligned": q.numpy().reshape(-1), "misaligned": qm.numpy().reshape(-1)}
+            out |= pauc_metrics(comparisons, quality, cfg.validation)
     return out
 
 
 class Distiller:
     def __init__(self, cfg: DistillConfig, strategy: Strategy, target: Callable[[torch.Tensor], torch.Tensor],
                  plan: Plan, val_batches: Callable[[], list[dict]],
-                 on_validation: Callable[[TrainState, dict, EMA | None, bool], None], log: Callable[[str], None]):
+                 on_validation: Callable[[TrainState, dict, EMA | None, bool], None], log: Callable[[str], None],
+                 fr: nn.Module | None = None):
         self.cfg, self.strategy, self.target, self.plan = cfg, strategy, target, plan
         self.val_batches, self.on_validation, self.log = val_batches, on_validation, log
         self.ema = EMA(strategy.module, cfg.optim.ema_old_weight) if strategy.is_rank0 else None
         self.preprocess = preprocess_of(strategy.module)  # the student's card: input size, mean, std
         self.start, self.seen, self.data_wait = time.perf_counter(), 0, 0.0
+        self.fr, self._comparisons = fr, None  # the frozen FR backbone scores the validation comparisons
+
+    def comparisons(self, batches: list[dict]) -> Comparisons | None:
+        """The run's fixed validation comparisons, made at the first validation (rank 0)."""
+        if self._comparisons is None and self.fr is not None:  # no FR backbone given: no judge, no pAUC
+            made, why = comparisons(batches, self.fr, self.preprocess, self.cfg.validation, self.cfg.data.seed)
+            if made is None and self.cfg.validation.pauc:
+                self.log(f"note: no validation pAUC: {why}")
+            self._comparisons = made or False
+        return self._comparisons or None
 
     def should_validate(self, step: int) -> bool:
         p = self.plan
@@ -161,7 +178,9 @@ class Distiller:
             if not initial:
                 self.ema.update(self.strategy.module)
             device = next(self.ema.model.parameters()).device
-            metrics |= validate(self.ema.model, self.val_batches(), self.cfg, device, self.plan, self.preprocess)
+            batches = self.val_batches()
+            metrics |= validate(self.ema.model, batches, self.cfg, device, self.plan, self.preprocess,
+                                self.comparisons(batches))
             loss = metrics.get("val_quality_loss", math.inf)
             improved = not initial and loss < state.best_val
             if improved:

@@ -62,21 +62,20 @@ def build_student(cfg: DistillConfig) -> Student:
     return student
 
 
-def setup_model(cfg: DistillConfig) -> tuple[Student, nn.Module | None]:
+def setup_model(cfg: DistillConfig) -> tuple[Student, nn.Module]:
+    """The student and a frozen copy of its initial FR backbone (the consistency target when
+    ``consistency_target`` is frozen; always the judge of validation comparisons)."""
     torch.manual_seed(cfg.data.seed)  # the same head init on every rank
     student = build_student(cfg)
-    frozen = None
-    if cfg.objective.consistency_target == "frozen":
-        frozen = copy.deepcopy(student.feature_extractor).eval()
-        for p in frozen.parameters():
-            p.requires_grad = False
+    frozen = copy.deepcopy(student.feature_extractor).eval()
+    for p in frozen.parameters():
+        p.requires_grad = False
     return student, frozen
 
 
-def make_target(cfg: DistillConfig, strategy: Strategy, frozen: nn.Module | None):
-    if frozen is not None:
-        frozen = frozen.to(strategy.device, strategy.dtype)
-        return frozen
+def make_target(cfg: DistillConfig, strategy: Strategy, frozen: nn.Module):
+    if cfg.objective.consistency_target == "frozen":
+        return frozen.to(strategy.device, strategy.dtype)
     # the reference code: the student's own backbone, in train mode, without gradient
     return lambda x: strategy.module.feature_extractor(x)
 
@@ -180,5 +179,5 @@ def train_loop(config: dict) -> None:
     tracker = Tracker.attach(config["tracking"]) if strategy.is_rank0 else None
     distiller = Distiller(cfg, strategy, target, plan, validation_cache(cfg),
                           report_and_checkpoint(cfg, strategy, config["config_hash"], plan, config["run"], tracker),
-                          log=lambda line: print(f"distill: {line}", flush=True))
+                          log=lambda line: print(f"distill: {line}", flush=True), fr=frozen)
     distiller.run(batches, state)

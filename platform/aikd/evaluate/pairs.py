@@ -115,3 +115,12 @@ def _lfw_rows(text: str):
             yield name(parts[0], parts[1]), name(parts[2], parts[3]), False
         else:
             raise PairsError(f"LFW pairs line must have 3 or 4 fields, got {parts}")
+
+
+def comparison_scores(emb: np.ndarray, pairs: Pairs, chunk: int = 200_000) -> np.ndarray:
+    """Cosine similarity of each pair's (already normalised) embeddings, in chunks to bound memory."""
+    out = np.empty(len(pairs), np.float32)
+    for s in range(0, len(pairs), chunk):
+        a, b = pairs.a[s:s + chunk], pairs.b[s:s + chunk]
+        out[s:s + chunk] = np.einsum("ij,ij->i", emb[a], emb[b])
+    return out

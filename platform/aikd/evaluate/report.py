@@ -22,7 +22,7 @@ import numpy as np
 
 from aikd.config import EvaluateConfig
 from aikd.evaluate.edc import EDC, edc_fixed, edc_reestimated, pair_qualities, pauc
-from aikd.evaluate.pairs import Pairs, build_pairs, read_pairs
+from aikd.evaluate.pairs import Pairs, build_pairs, comparison_scores, read_pairs
 from aikd.evaluate.ranks import spearman
 from aikd.evaluate.scoring import score_faces
 from aikd.job import SUMMARY_FILE, finish
@@ -30,15 +30,6 @@ from aikd.registry import resolve_models, tag_version
 from aikd.runtime import ensure_ray
 from aikd.storage import resolve
 from aikd.tracking import Tracker, job_run, metric_key, tracking_uri
-
-
-def comparison_scores(emb: np.ndarray, pairs: Pairs, chunk: int = 200_000) -> np.ndarray:
-    """Cosine similarity of each pair's (already normalised) embeddings, in chunks to bound memory."""
-    out = np.empty(len(pairs), np.float32)
-    for s in range(0, len(pairs), chunk):
-        a, b = pairs.a[s:s + chunk], pairs.b[s:s + chunk]
-        out[s:s + chunk] = np.einsum("ij,ij->i", emb[a], emb[b])
-    return out
 
 
 def edc_for(cfg: EvaluateConfig, scores: np.ndarray, quality: np.ndarray, pairs: Pairs, fmr: float) -> EDC:
