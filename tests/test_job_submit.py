@@ -38,23 +38,43 @@ def cluster():
     subprocess.run([os.path.join(bin_dir, "ray"), "stop", "--force"], env=env, capture_output=True)
 
 
-def test_ray_job_submit_runs_the_executable_distill_spec(cluster, tmp_path):
-    env, address = cluster
-    env = dict(env, RAY_AUTH_MODE="token")  # what the README tells users to set after `ray start`
-    root = tmp_path / "default"
-    # the spec's embedded default, smaller and elsewhere: its data and student paths follow the root
-    overrides = [f"bootstrap.root={root}", "bootstrap.identities=24", "bootstrap.samples_per_identity=6",
-                 "bootstrap.fr_epochs=1", "bootstrap.serfiq_passes=10", f"storage={tmp_path}/runs", "max_steps=4"]
+def _submit(address: str, env: dict, spec: str, overrides: list[str]) -> None:
     args = [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit", "--address", address,
-            "--working-dir", ".", "--", "jobs/distill.yaml"]
+            "--working-dir", ".", "--", spec]
     for o in overrides:
         args += ["--set", o]
     proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # the job's own status
-    _, card = load_model(str(tmp_path / "runs" / "default-serfiq" / "best"))
+
+
+@pytest.fixture(scope="module")
+def submitted(cluster, tmp_path_factory):
+    """jobs/distill.yaml through `ray job submit`, tracked in a SQLite file the spec names."""
+    env, address = cluster
+    env = dict(env, RAY_AUTH_MODE="token")  # what the README tells users to set after `ray start`
+    tmp = tmp_path_factory.mktemp("submitted")
+    root, tracking = tmp / "default", f"tracking.uri=sqlite:///{tmp}/mlflow.db"
+    # the spec's embedded default, smaller and elsewhere: its data and student paths follow the root
+    _submit(address, env, "jobs/distill.yaml", [
+        f"bootstrap.root={root}", "bootstrap.identities=24", "bootstrap.samples_per_identity=6",
+        "bootstrap.fr_epochs=1", "bootstrap.serfiq_passes=10", f"storage={tmp}/runs", "max_steps=4", tracking])
+    return env, address, tmp, tracking
+
+
+def test_ray_job_submit_runs_the_executable_distill_spec(submitted):
+    _, _, tmp, _ = submitted
+    _, card = load_model(str(tmp / "runs" / "default-serfiq" / "best"))
     assert card.kind == "student" and card.lineage["label"] == "q_serfiq"
-    summary = json.loads((tmp_path / "runs" / "default-serfiq" / "summary.json").read_text())
+    summary = json.loads((tmp / "runs" / "default-serfiq" / "summary.json").read_text())
     assert summary["registered"]["uri"].startswith("models:/aikd-student/")  # the spec's register: section
+
+
+def test_ray_job_submit_scores_a_gallery_with_the_registered_student(submitted):
+    env, address, tmp, tracking = submitted
+    _submit(address, env, "jobs/score.yaml", [f"shards=[{tmp}/default/faces]", f"out={tmp}/scores", tracking])
+    summary = json.loads((tmp / "scores" / "_summary.json").read_text())
+    assert summary["rows"] == 24 * 6 == summary["rows_scored"] + summary["rejected"]
+    assert summary["models"][0]["uri"].startswith("models:/aikd-student/")  # resolved from @candidate
 
 
 def test_submitting_passes_the_tracking_server_on(monkeypatch):
