@@ -132,6 +132,7 @@ def _bad_shard(target: str) -> dict[str, str]:
     rows[4]["landmarks"] = [50.0, 50.0] * 5  # coincident points
     write_shard(resolve(target).join("part-00000.parquet"),
                 pa.Table.from_pylist([{k: r[k] for k in SYNTH_SCHEMA.names} for r in rows], schema=SYNTH_SCHEMA))
+    write_shard(resolve(target).join("part-00001.parquet"), SYNTH_SCHEMA.empty_table())  # an empty shard
     return {rows[i]["image_id"]: why for i, why in enumerate(
         ["undecodable", "undecodable", "undecodable", "landmark", "coincident"])}
 
@@ -146,6 +147,7 @@ def test_bad_faces_go_to_the_rejects_with_reasons_and_the_job_goes_on(ray_local,
     for image_id, reason in rejects.items():
         assert planted[image_id] in reason.lower()
     assert summary["rows"] == 12 == summary["rows_scored"] + summary["rejected"]  # counts add up
+    assert summary["files"] == 2 and read_scores(str(tmp_path / "out" / "part-00001.parquet")).num_rows == 0
     assert _table(tmp_path / "out").num_rows == summary["rows_scored"]
 
 

@@ -17,6 +17,7 @@ from aikd.config import DataConfig, ScoreConfig
 from aikd.data.ingest import IMAGE_SUFFIXES, read_landmarks_file
 from aikd.data.pipeline import plan_units, unit_batches
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS
+from aikd.data.shards import shard_files
 from aikd.errors import AikdError
 from aikd.storage import resolve
 
@@ -37,15 +38,16 @@ def plan(cfg: ScoreConfig) -> tuple[list[OutputFile], dict]:
 
 
 def _plan_shards(cfg: ScoreConfig) -> tuple[list[OutputFile], dict]:
-    files: dict[str, OutputFile] = {}
+    files = []
     for i, uri in enumerate(cfg.shards):
-        for unit in plan_units(DataConfig(shards=[uri])):
-            name = posixpath.basename(resolve(unit.uri).path)
-            name = f"in{i:02d}-{name}" if len(cfg.shards) > 1 else name
-            out = files.setdefault(name, OutputFile(name, [unit.uri]))
-            out.rows += unit.rows
-            out.units.append({"file": name, "uri": unit.uri, "row_group": unit.row_group, "rows": unit.rows})
-    return list(files.values()), {}
+        for shard in shard_files(uri):  # every shard gets its output file, an empty one too
+            name = posixpath.basename(shard.path)
+            out = OutputFile(f"in{i:02d}-{name}" if len(cfg.shards) > 1 else name, [shard.uri])
+            for unit in plan_units(DataConfig(shards=[shard.uri])):
+                out.rows += unit.rows
+                out.units.append({"file": out.name, "uri": unit.uri, "row_group": unit.row_group, "rows": unit.rows})
+            files.append(out)
+    return files, {}
 
 
 def _plan_folder(cfg: ScoreConfig) -> tuple[list[OutputFile], dict]:

@@ -135,8 +135,15 @@ def _sample(values: np.ndarray, share: float, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(values, k, replace=False) if k < len(values) else values
 
 
+def _empty(models: list[dict]) -> dict:
+    """The scored columns of a file without faces (an empty input shard)."""
+    return {IMAGE_ID: np.zeros(0, object), "reason": np.zeros(0, object)} | {
+        f"q__{m['name']}": np.zeros(0, np.float32) for m in models}
+
+
 def write_file(cfg: ScoreConfig, out: Location, f: OutputFile, models: list[dict], sig: dict, parts: list[dict]):
     """One output file, whole, then its manifest entry (an entry means the file is complete)."""
+    parts = parts or [_empty(models)]
     batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     write_shard(out.join(f.name), score_table(cfg, models, batch))
     bad = batch["reason"] != ""
@@ -151,13 +158,17 @@ def stream(cfg: ScoreConfig, out: Location, todo: list[OutputFile], models: list
            progress: Progress, samples: dict[str, list], share: float) -> list[dict]:
     """Score the files in ``todo``; each is written as soon as its last unit is in."""
     sizes = [read_card(m["files"]).input_size for m in models]
-    units = [u for f in todo for u in f.units]
+    records = [write_file(cfg, out, f, models, sig, [])[0] for f in todo if f.rows == 0]  # nothing to stream
+    todo = [f for f in todo if f.rows > 0]
+    n_files = len(records) + len(todo)
+    units = [u for f in todo for u in f.units if u["rows"] > 0]
+    if not units:
+        return records
     crops = map_actors(units, Aligner, {"cfg": cfg, "sizes": sizes}, cfg.decode)
     scored = then_actors(crops, Scorer, {"cfg": cfg, "models": models}, cfg.resources, blocks=len(units))
     by_name = {f.name: f for f in todo}
     waiting = {f.name: f.rows for f in todo}
     parts: dict[str, list[dict]] = {f.name: [] for f in todo}
-    records = []
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
         for name in np.unique(batch["file"]):
             mine = batch["file"] == name
@@ -168,7 +179,7 @@ def stream(cfg: ScoreConfig, out: Location, todo: list[OutputFile], models: list
                 records.append(record)
                 for m in models:
                     samples[m["name"]].append(_sample(rows[f"q__{m['name']}"], share, len(records)))
-            progress.add(int(mine.sum()), len(records), len(todo))
+            progress.add(int(mine.sum()), len(records), n_files)
     if parts:
         raise AikdError(f"score: the stream ended before these files were complete: {sorted(parts)}")
     return records
