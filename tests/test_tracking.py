@@ -5,7 +5,7 @@ from mlflow import MlflowClient
 
 from aikd.config import LabelConfig, TrackingConfig
 from aikd.storage import resolve
-from aikd.tracking import RUN_FILE, flatten, job_run, metric_key, tracking_uri
+from aikd.tracking import RUN_FILE, flatten, job_run, metric_key, param_text, tracking_uri
 
 
 def _spec(tmp_path, **tracking) -> LabelConfig:
@@ -24,7 +24,8 @@ def test_the_tracking_uri_comes_from_the_spec_then_the_environment_then_runs(mon
 
 def test_specs_flatten_to_dotted_params():
     flat = flatten({"data": {"resources": {"workers": 2}, "shards": ["a", "b"]}, "label": None})
-    assert flat == {"data.resources.workers": "2", "data.shards": '["a", "b"]', "label": "None"}
+    assert flat == {"data.resources.workers": 2, "data.shards": ["a", "b"], "label": None}
+    assert [param_text(v) for v in flat.values()] == ["2", '["a", "b"]', "None"]
     key = metric_key("pauc_0.2", "AI-KD student (serfiq)", "misaligned_3")
     assert key == "pauc_0.2.AI-KD student _serfiq_.misaligned_3"
 

@@ -167,11 +167,11 @@ def run_fr_train(cfg: FRTrainConfig) -> dict:
         from aikd.defaults import ensure_default_inputs
 
         ensure_default_inputs(cfg.bootstrap, upto="fr-train")
-    with job_run(cfg, out.path.rstrip("/").rsplit("/", 1)[-1], inputs={"shards": cfg.data.shards},
+    with job_run(cfg, out.name, inputs={"shards": cfg.data.shards},
                  outputs={"model": out.uri}) as tracker:
         summary = _train(cfg, out, tracker) | {"mlflow_run": tracker.run_id if tracker else None}
         if tracker is not None:
-            tracker.log_metrics(flatten_numbers({"verification": summary["verification"], "train": summary["train"]}))
+            tracker.log_metrics({"verification": summary["verification"], "train": summary["train"]})
         if cfg.register is not None:
             summary["registered"] = register(
                 out, cfg.register, tracker, spec=cfg.model_dump(mode="json"), onnx=False,
@@ -186,18 +186,6 @@ def run_fr_train(cfg: FRTrainConfig) -> dict:
         if tracker is not None:
             tracker.log_outputs(out, [SUMMARY_FILE])
     return summary
-
-
-def flatten_numbers(tree: dict, prefix: str = "") -> dict[str, float]:
-    """The numbers of a nested summary as dotted metric names."""
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            out |= flatten_numbers(value, name)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[name] = value
-    return out
 
 
 def _train(cfg: FRTrainConfig, out, tracker: Tracker | None) -> dict:

@@ -63,7 +63,7 @@ def fit(loop, config: dict, resources: Resources, run: Location, *, datasets: di
     """
     trainer = TorchTrainer(
         loop, train_loop_config=config, scaling_config=scaling_config(resources),
-        run_config=RunConfig(name=run.path.rsplit("/", 1)[-1], storage_path=run.parent().path,
+        run_config=RunConfig(name=run.name, storage_path=run.parent().path,
                              storage_filesystem=run.fs, failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
         datasets=datasets or {}, dataset_config=dataset_config,

@@ -148,12 +148,11 @@ def summarise(cfg: LabelConfig, sidecars: list[dict], directions: dict[str, bool
             "teachers": teachers}
 
 
-def summary_metrics(summary: dict) -> dict[str, float]:
-    """The summary's numbers as flat metric names (``serfiq.mean``, ``serfiq.q05``, ...)."""
+def summary_metrics(summary: dict) -> dict:
+    """The summary's numbers for tracking (``serfiq.mean``, ``serfiq.q05``, ...)."""
     out = {k: summary[k] for k in ("rows", "shards", "dropped_rows", "rejected", "resumed_shards")}
     for name, t in summary["teachers"].items():
-        out |= {f"{name}.{k}": t[k] for k in ("count", "unscored", "mean", "std") if t[k] is not None}
-        out |= {f"{name}.{k}": v for k, v in t["quantiles"].items()}
+        out[name] = {k: t[k] for k in ("count", "unscored", "mean", "std")} | t["quantiles"]
     return out
 
 
@@ -167,7 +166,7 @@ def run_label(cfg: LabelConfig) -> dict:
     out = resolve(cfg.out)
     cfg, models = resolve_models(cfg, out)
     teachers = ", ".join(f"{t.name} -> {t.column}" for t in cfg.teachers)
-    with job_run(cfg, out.path.rstrip("/").rsplit("/", 1)[-1], inputs={"shards": cfg.shards, "teachers": teachers},
+    with job_run(cfg, out.name, inputs={"shards": cfg.shards, "teachers": teachers},
                  outputs={"shards": out.uri}, resume_under=out) as tracker:
         # fail fast in the driver on a bad name or options (and learn each direction)
         directions = {t.column: create_teacher(t.name, **t.options).higher_is_better for t in cfg.teachers}

@@ -247,4 +247,4 @@ def pull(ref: str, out: str, registry: str) -> dict:
     dest = resolve(out)
     download(pinned, registry, dest)
     return {"name": pinned.name, "version": pinned.version, "uri": pinned.uri, "out": dest.uri,
-            "files": sorted(f.path.rsplit("/", 1)[-1] for f in dest.list_files())}
+            "files": sorted(f.name for f in dest.list_files())}

@@ -39,6 +39,11 @@ class Location:
         return Location(self.fs, path, uri)
 
     @property
+    def name(self) -> str:
+        """The last part of the path (a run's or an output's name)."""
+        return posixpath.basename(self.path.rstrip("/"))
+
+    @property
     def is_s3(self) -> bool:
         return isinstance(self.fs, pafs.S3FileSystem)
 

@@ -72,15 +72,19 @@ def experiment_id(mlflow_client, uri: str, name: str) -> str:
         return mlflow_client.get_experiment_by_name(name).experiment_id
 
 
-def flatten(value, prefix: str = "") -> dict[str, str]:
-    """Nested mappings as dotted keys (``data.resources.workers``); lists and scalars as text."""
+def flatten(value, prefix: str = "") -> dict:
+    """Nested mappings as dotted keys (``data.resources.workers``) to their leaves (lists stay whole)."""
     if isinstance(value, dict) and value:
         out = {}
         for key, item in value.items():
             out |= flatten(item, f"{prefix}.{key}" if prefix else str(key))
         return out
-    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-    return {prefix: text[:MAX_PARAM]}
+    return {prefix: value}
+
+
+def param_text(value) -> str:
+    """A param's value as MLflow stores it: text, lists as JSON, at most MAX_PARAM characters."""
+    return (json.dumps(value) if isinstance(value, (list, dict)) else str(value))[:MAX_PARAM]
 
 
 def code_version() -> str:
@@ -119,10 +123,11 @@ class Tracker:
         return self.client.get_run(self.run_id).info.artifact_uri
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        """The numbers of ``metrics`` (nested mappings as dotted names); other values are left out."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(metric_key(k), float(v), now, step or 0) for k, v in metrics.items()
+        batch = [Metric(metric_key(k), float(v), now, step or 0) for k, v in flatten(metrics).items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
         for start in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[start:start + 1000])
@@ -131,7 +136,7 @@ class Tracker:
         """Log flattened params; a resumed run keeps its first values and names the keys that changed."""
         from mlflow.entities import Param
 
-        flat = flatten(redact(params))
+        flat = {k: param_text(v) for k, v in flatten(redact(params)).items()}
         existing = self.client.get_run(self.run_id).data.params
         changed = sorted(k for k, v in flat.items() if k in existing and existing[k] != v)
         new = [Param(k, v) for k, v in flat.items() if k not in existing]

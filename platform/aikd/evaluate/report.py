@@ -186,7 +186,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     ensure_ray()
     out = resolve(cfg.out)
     cfg, models = resolve_models(cfg, out)
-    with job_run(cfg, out.path.rstrip("/").rsplit("/", 1)[-1], inputs={"shards": cfg.shards, "fr_model": cfg.fr_model},
+    with job_run(cfg, out.name, inputs={"shards": cfg.shards, "fr_model": cfg.fr_model},
                  outputs={"report": out.uri}) as tracker:
         faces = score_faces(cfg)
         results, curves = evaluate(cfg, faces)

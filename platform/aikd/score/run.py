@@ -201,7 +201,7 @@ def run_score(cfg: ScoreConfig) -> dict:
     cfg, refs = resolve_models(cfg, out)
     models = model_list(cfg, original, refs)
     sig = signature(cfg, models)
-    with job_run(cfg, out.path.rstrip("/").rsplit("/", 1)[-1],
+    with job_run(cfg, out.name,
                  inputs={"faces": cfg.shards or [cfg.images], "models": [m["asked"] for m in models]},
                  outputs={"scores": out.uri}, resume_under=out) as tracker:
         files, facts = plan(cfg)
