@@ -39,13 +39,23 @@ def load_spec(uri: str, model: type[BaseModel], overrides: dict | None = None) -
     if not isinstance(data, dict):
         raise ConfigError(f"{location.uri}: a job spec is a mapping of fields, got {type(data).__name__}")
     data.pop("job", None)  # the job kind, read by `aikd run`
-    for dotted, value in (overrides or {}).items():
-        node = data
+    return validate(model, with_overrides(data, overrides or {}), source=location.uri)
+
+
+def with_overrides(data: dict, overrides: dict) -> dict:
+    """A copy of ``data`` with each ``dotted.key: value`` of ``overrides`` set (sections made as needed)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        node = out
         *parents, leaf = dotted.split(".")
         for key in parents:
+            if not isinstance(node.get(key, {}), dict):
+                raise ConfigError(f"cannot set {dotted}: {key} is a value, not a section")
             node = node.setdefault(key, {})
         node[leaf] = value
-    return validate(model, data, source=location.uri)
+    return out
 
 
 def validate(model: type[BaseModel], data: dict, source: str = "spec") -> BaseModel:
@@ -362,6 +372,11 @@ class OptimConfig(Frozen):
     ema_old_weight: float = Field(0.1, ge=0, lt=1, description="EMA: new = w * old + (1 - w) * current")
 
 
+# validation metrics a run (and a sweep) can select by, with their direction
+SELECTABLE = {"val_quality_loss": "min", "val_quality_loss_misaligned": "min", "val_pauc_aligned": "min",
+              "val_pauc_misaligned": "min", "val_spearman": "max", "val_spearman_misaligned": "max"}
+
+
 class ValidationConfig(Frozen):
     """What AI-KD is for, measured at every validation: EDC pAUC of the student's quality (docs/method.md)."""
 
@@ -369,8 +384,34 @@ class ValidationConfig(Frozen):
                        "comparison scores from the frozen FR backbone's embeddings of the same crops")
     fmr: float = Field(1e-3, gt=0, lt=1)
     discard: float = Field(0.3, gt=0, le=1, description="pAUC limit: share of mated comparisons discarded")
-    min_mated_pairs: int = Field(50, ge=1, description="fewer mated pairs in validation: no pAUC (a note says so)")
+    min_mated_pairs: int = Field(50, ge=1, description="fewer mated pairs in validation: no pAUC (a note says "
+                                 "so), or an error when `select` needs the pAUC")
     non_mated: int = Field(200_000, ge=1, description="non-mated validation pairs sampled")
+    select: str = Field("val_quality_loss", description="the validation metric whose best value makes the run's "
+                        "best/ student (a sweep sets its own metric here)")
+
+    @field_validator("select")
+    @classmethod
+    def _selectable(cls, value: str) -> str:
+        if value not in SELECTABLE:
+            raise ValueError(f"select must be one of {sorted(SELECTABLE)}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _selection_is_measured(self) -> ValidationConfig:
+        if self.needs_pauc and not self.pauc:
+            raise ValueError(f"select {self.select} needs the validation pAUC: set pauc: true")
+        return self
+
+    @property
+    def needs_pauc(self) -> bool:
+        return self.select.startswith("val_pauc")
+
+    def better(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` of the selection metric beats ``best`` (None: nothing yet)."""
+        if best is None:
+            return True
+        return value < best if SELECTABLE[self.select] == "min" else value > best
 
 
 class EngineConfig(Frozen):
@@ -575,3 +616,91 @@ class ScoreConfig(JobSpec):
     @property
     def scorer_threads(self) -> int:
         return self.model_threads or max(1, math.ceil(self.resources.cpus_per_worker))
+
+
+class Dimension(Frozen):
+    """One searched field: a range (uniform, loguniform, int, bounds included) or a list of values (choice)."""
+
+    type: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Dimension:
+        if self.type == "choice":
+            if self.low is not None or self.high is not None:
+                raise ValueError("a choice lists values, not low/high")
+            if not self.values:
+                raise ValueError("a choice needs at least one value, got none")
+            distinct([repr(v) for v in self.values], "a choice's values", "each is one option")
+            return self
+        if self.values is not None:
+            raise ValueError(f"a {self.type} range has low and high, not values")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} range needs low and high")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low:g} > high {self.high:g}")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"a loguniform range needs low > 0, got {self.low:g}")
+        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"an int range needs whole bounds, got {self.low:g}..{self.high:g}")
+        return self
+
+    @property
+    def edges(self) -> list:
+        """The values that bound what a trial may get: both ends of a range, every choice."""
+        if self.type == "choice":
+            return list(self.values)
+        return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]
+
+
+class EarlyStop(Frozen):
+    """ASHA: at rungs of ``grace * reduction_factor**k`` validations, stop trials outside the best 1/factor."""
+
+    grace: int = Field(2, ge=1, description="validations (the initial one included) a trial always gets")
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class SweepConfig(JobSpec):
+    """A search over distillation settings: each trial is one distill run, the best student is registered."""
+
+    kind: ClassVar[str] = "sweep"
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    storage: str = Field(description="URI under which sweeps live; this one is <storage>/<name>/ (disk or s3://)")
+    base: str | dict = Field(description="the distill spec every trial starts from: a YAML path/URI or the mapping")
+    fixed: dict = Field(default_factory=dict, description="dotted fields set on the base for every trial, "
+                        "e.g. max_steps: 200 (as --set would)")
+    space: dict[str, Dimension] | None = Field(
+        None, description="dotted field -> dimension; default: misalignment, teacher, consistency target, quality "
+        "weight, head learning rate, train_last_k (docs/sweeps.md)")
+    start_with: list[dict] = Field(default_factory=list, description="trials to run first, as dotted field -> "
+                                   "value (e.g. a known good setting, or a grid); the search continues from them")
+    metric: str = Field("val_pauc_misaligned", description="validation metric the trials are ranked by")
+    mode: Literal["min", "max"] | None = Field(None, description="its direction; default: the metric's own")
+    trials: int = Field(8, ge=1)
+    concurrency: int | None = Field(None, ge=1, description="trials at once; default: as many as the cluster's "
+                                    "CPUs and GPUs fit, from one trial's resources")
+    seed: int = 0
+    early_stop: EarlyStop | None = Field(EarlyStop(), description="ASHA early stopping; null runs every trial out")
+    # a trial's Train workers and decode actors have the base's own resources; this is its driver process
+    resources: Resources = Field(Resources(workers=1, cpus_per_worker=0.05),
+                                 description="each trial's driver (the Ray Tune function that starts its Train run)")
+    register: RegisterConfig | None = Field(None, description="register the best trial's student in MLflow")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepConfig:
+        if self.metric not in SELECTABLE:
+            raise ValueError(f"metric must be one of {sorted(SELECTABLE)}, got {self.metric!r}")
+        if self.mode is not None and self.mode != SELECTABLE[self.metric]:
+            raise ValueError(f"{self.metric} is better when {'lower' if SELECTABLE[self.metric] == 'min' else 'higher'}"
+                             f": mode must be {SELECTABLE[self.metric]}")
+        if self.resources.workers != 1 or self.resources.use_gpu:
+            raise ValueError("resources is one trial's driver: workers 1 and no GPU (set concurrency for parallel "
+                             "trials, and the base's resources for its workers)")
+        return self
+
+    @property
+    def direction(self) -> Literal["min", "max"]:
+        return SELECTABLE[self.metric]

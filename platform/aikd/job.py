@@ -54,18 +54,21 @@ def _user_error(err: Exception) -> AikdError | None:
 
 
 def fit(loop, config: dict, resources: Resources, run: Location, *, datasets: dict | None = None,
-        dataset_config=None, max_failures: int = 0, keep_checkpoints: int | None = None) -> Result:
+        dataset_config=None, max_failures: int = 0, keep_checkpoints: int | None = None,
+        callbacks: list | None = None) -> Result:
     """Run ``loop`` on Ray Train workers; the run is ``run`` (Ray's files included): the same one resumes.
 
     A lost worker is replaced up to ``max_failures`` times; the workers then start from
     the latest checkpoint (if the loop writes any). Only the newest ``keep_checkpoints``
-    are kept.
+    are kept. ``callbacks`` are Ray Train callbacks (a sweep's trial passes the one that
+    hands each report to Ray Tune).
     """
     trainer = TorchTrainer(
         loop, train_loop_config=config, scaling_config=scaling_config(resources),
         run_config=RunConfig(name=run.name, storage_path=run.parent().path,
                              storage_filesystem=run.fs, failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
+                             callbacks=callbacks or []),
         datasets=datasets or {}, dataset_config=dataset_config,
     )
     try:

@@ -8,11 +8,12 @@ import ray
 import torch
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
+def ensure_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
     """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local instance.
 
     Storage variables (AWS_*) must be set before this: workers inherit the environment
-    of the process that starts Ray.
+    of the process that starts Ray. ``dashboard``: a local instance runs it (its State
+    API frees the workers of a Ray Train run that Tune stops early).
     """
     if ray.is_initialized():
         return
@@ -20,7 +21,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         ray.init(log_to_driver=True)
         return
     # address="local": a new instance, never a cluster someone left running on this machine
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True)
 
 
 def actor_device() -> torch.device:

@@ -73,6 +73,9 @@ class Location:
     def write_json(self, obj) -> None:
         self.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
+    def read_json(self):
+        return json.loads(self.read_text())
+
     def parent(self) -> Location:
         return Location(self.fs, posixpath.dirname(self.path), posixpath.dirname(self.uri))
 

@@ -208,11 +208,12 @@ def _resumable(state: Location, uri: str, mlflow_client) -> str | None:
 
 @contextlib.contextmanager
 def job_run(cfg: JobSpec, name: str, inputs: dict, outputs: dict[str, str],
-            resume_under: Location | None = None) -> Iterator[Tracker | None]:
+            resume_under: Location | None = None, tags: dict | None = None) -> Iterator[Tracker | None]:
     """The job's MLflow run (None when the spec switches tracking off), closed with the job's outcome.
 
     ``resume_under``: the output of a resumable job; the run id is kept there and a
-    restart continues that run.
+    restart continues that run. ``tags`` are added to the lineage tags (a sweep's trial
+    names its parent run with ``mlflow.parentRunId``).
     """
     if not cfg.tracking.enabled:
         yield None
@@ -230,7 +231,7 @@ def job_run(cfg: JobSpec, name: str, inputs: dict, outputs: dict[str, str],
         mlflow_client.update_run(run_id, status="RUNNING")
         print(f"{cfg.kind}: continuing MLflow run {run_id}", flush=True)
     tracker = Tracker(uri, run_id)
-    tracker.set_tags(_lineage_tags(cfg.kind, inputs, outputs))
+    tracker.set_tags(_lineage_tags(cfg.kind, inputs, outputs) | (tags or {}))
     tracker.log_params(cfg.model_dump(mode="json"))
     try:
         yield tracker

@@ -11,7 +11,6 @@ comparisons, the EDC pAUC per view), keep the best EMA weights, and hand the res
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from aikd.distill.objective import aikd_loss, quality_loss
 from aikd.distill.params import warmup_factor
 from aikd.distill.strategy import Strategy
 from aikd.distill.val_pauc import Comparisons, comparisons, pauc_metrics
+from aikd.errors import ConfigError
 from aikd.evaluate.ranks import spearman
 from aikd.models.transforms import Preprocess
 from aikd.models.weights import preprocess_of
@@ -35,20 +35,16 @@ class TrainState:
 
     step: int = 0
     consumed: int = 0  # samples consumed by all workers
-    best_val: float = math.inf
+    best_val: float | None = None  # best value of the selection metric (validation.select) so far
     validations: int = 0
     world_size: int = 1
     history: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["best_val"] = None if math.isinf(self.best_val) else self.best_val
-        return d
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainState:
-        d = dict(d)
-        d["best_val"] = math.inf if d.get("best_val") is None else d["best_val"]
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
@@ -152,12 +148,14 @@ class Distiller:
         self.preprocess = preprocess_of(strategy.module)  # the student's card: input size, mean, std
         self.start, self.seen, self.data_wait = time.perf_counter(), 0, 0.0
         self.fr, self._comparisons = fr, None  # the frozen FR backbone scores the validation comparisons
+        self.why_no_pauc = "no frozen FR backbone was given to judge the comparisons"
 
     def comparisons(self, batches: list[dict]) -> Comparisons | None:
         """The run's fixed validation comparisons, made at the first validation (rank 0)."""
         if self._comparisons is None and self.fr is not None:  # no FR backbone given: no judge, no pAUC
             made, why = comparisons(batches, self.fr, self.preprocess, self.cfg.validation, self.cfg.data.seed)
             if made is None and self.cfg.validation.pauc:
+                self.why_no_pauc = why
                 self.log(f"note: no validation pAUC: {why}")
             self._comparisons = made or False
         return self._comparisons or None
@@ -181,11 +179,15 @@ class Distiller:
             batches = self.val_batches()
             metrics |= validate(self.ema.model, batches, self.cfg, device, self.plan, self.preprocess,
                                 self.comparisons(batches))
-            loss = metrics.get("val_quality_loss", math.inf)
-            improved = not initial and loss < state.best_val
+            select = self.cfg.validation.select
+            value = metrics.get(select)
+            if value is None and self.cfg.validation.needs_pauc:
+                raise ConfigError(f"validation.select is {select} but this run has no validation pAUC: "
+                                  f"{self.why_no_pauc}")
+            improved = not initial and value is not None and self.cfg.validation.better(value, state.best_val)
             if improved:
-                state.best_val = loss
-            metrics["best_val_quality_loss"] = None if math.isinf(state.best_val) else state.best_val
+                state.best_val = value
+            metrics[f"best_{select}"] = state.best_val
         if not initial:
             state.validations += 1
         state.history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float))} | {"initial": initial})

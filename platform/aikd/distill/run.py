@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
 import ray.train
 
 from aikd.config import DistillConfig
-from aikd.data.pipeline import face_pipeline, plan_units
+from aikd.data.pipeline import WorkUnit, face_pipeline, plan_units
 from aikd.data.shards import shard_files
 from aikd.data.split import held_out
 from aikd.distill.loop import Plan
@@ -72,7 +72,34 @@ def label_stats(cfg: DistillConfig) -> tuple[float, float]:
     return float(v.mean()), float(v.std())
 
 
-def register_student(cfg: DistillConfig, run: Location, tracker: Tracker, summary: dict) -> dict:
+def _stats_key(cfg: DistillConfig) -> str:
+    d = cfg.data
+    return json.dumps([d.shards, d.label, d.split_by, d.val_fraction, d.seed, cfg.objective.label_scaling])
+
+
+@dataclass(frozen=True)
+class SharedWork:
+    """What runs over the same shards share, computed once for all of a sweep's trials: the data
+    plan (every row group, schemas checked) and the label statistics of each teacher column."""
+
+    shards: tuple[str, ...]
+    units: list[WorkUnit]
+    stats: dict[str, tuple[float, float]]
+
+    @classmethod
+    def make(cls, cfg: DistillConfig, labels: list[str]) -> SharedWork:
+        variants = [cfg.model_copy(update={"data": cfg.data.model_copy(update={"label": label})}) for label in labels]
+        return cls(tuple(cfg.data.shards), plan_units(cfg.data), {_stats_key(v): label_stats(v) for v in variants})
+
+    def units_for(self, cfg: DistillConfig) -> list[WorkUnit]:
+        return self.units if tuple(cfg.data.shards) == self.shards else plan_units(cfg.data)
+
+    def stats_for(self, cfg: DistillConfig) -> tuple[float, float]:
+        return self.stats.get(_stats_key(cfg)) or label_stats(cfg)
+
+
+def register_student(cfg: DistillConfig, run: Location, tracker: Tracker, summary: dict,
+                     extra_tags: dict | None = None) -> dict:
     """The run's best student as a new registered version, described by its lineage and metrics."""
     best = run.join(BEST)
     card = read_card(best.uri)
@@ -83,6 +110,7 @@ def register_student(cfg: DistillConfig, run: Location, tracker: Tracker, summar
             "aikd.steps": summary["steps"]}
     tags |= {f"aikd.init.{m['field']}": m["resolved_uri"] for m in summary["models"]}
     tags |= {f"val.{k}": v for k, v in card.lineage.get("metrics", {}).items() if isinstance(v, (int, float))}
+    tags |= extra_tags or {}
     size = card.input_size
     description = (
         f"AI-KD student ({card.architecture}) distilled from teacher {data.label} with misalignment {misalignment}, "
@@ -95,7 +123,10 @@ def register_student(cfg: DistillConfig, run: Location, tracker: Tracker, summar
                     description=description, onnx=True)
 
 
-def run_distill(cfg: DistillConfig) -> dict:
+def run_distill(cfg: DistillConfig, *, shared: SharedWork | None = None, callbacks: list | None = None,
+                tags: dict | None = None) -> dict:
+    """The distillation job. A sweep's trial passes the work its trials share, the Ray Train
+    callback that hands reports to Tune, and the tags naming its sweep."""
     ensure_ray()
     if cfg.bootstrap is not None:
         from aikd.defaults import ensure_default_inputs
@@ -104,9 +135,9 @@ def run_distill(cfg: DistillConfig) -> dict:
     run = resolve(cfg.storage).join(cfg.name)
     cfg, models = resolve_models(cfg, run)
     with job_run(cfg, cfg.name, inputs={"shards": cfg.data.shards, "student": cfg.student.weights},
-                 outputs={"run": run.uri}, resume_under=run) as tracker:
-        summary = _distill(cfg, run, tracker) | {"models": models,
-                                                 "mlflow_run": tracker.run_id if tracker else None}
+                 outputs={"run": run.uri}, resume_under=run, tags=tags) as tracker:
+        summary = _distill(cfg, run, tracker, shared, callbacks) | {
+            "models": models, "mlflow_run": tracker.run_id if tracker else None}
         if cfg.register is not None and summary["student"] is not None:
             summary["registered"] = register_student(cfg, run, tracker, summary)
             print(f"distill: registered {summary['registered']['uri']} "
@@ -117,7 +148,8 @@ def run_distill(cfg: DistillConfig) -> dict:
     return summary
 
 
-def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None) -> dict:
+def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None, shared: SharedWork | None = None,
+             callbacks: list | None = None) -> dict:
     """The Ray Train run itself: data plan, resume, fit; its summary."""
     cfg.data.require_input_size(student_input_size(cfg), "the student")
     digest = config_hash(cfg)
@@ -128,9 +160,10 @@ def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None) -> dict
     run.join(CONFIG_FILE).write_text(json.dumps(redact(cfg.model_dump(mode="json")), indent=2) + "\n")
 
     data = cfg.data.model_copy(update={"misaligned_view": True})
-    units = plan_units(data)
+    units = shared.units_for(cfg) if shared else plan_units(data)
+    stats = shared.stats_for(cfg) if shared else label_stats(cfg)
     rows_per_epoch = sum(u.rows for u in units)
-    plan = Plan.make(cfg, rows_per_epoch * (1.0 - data.val_fraction), cfg.resources.workers, label_stats(cfg))
+    plan = Plan.make(cfg, rows_per_epoch * (1.0 - data.val_fraction), cfg.resources.workers, stats)
     # A restarted run skips whole work units already consumed; the workers skip the rest.
     consumed = previous["consumed"] if previous else 0
     train = face_pipeline(data, "train", epochs=cfg.epochs, units=units, skip_rows=consumed)
@@ -142,7 +175,7 @@ def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None) -> dict
         cfg.resources, run, datasets={"train": train.dataset, "val": val.dataset},
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options={
             "train": _bounded_stream(cfg.data_buffer_mb), "val": _bounded_stream(cfg.data_buffer_mb)}),
-        max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints)
+        max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints, callbacks=callbacks)
 
     final = read_json(result.checkpoint, SIDECAR)
     best = run.join(BEST)
@@ -153,7 +186,8 @@ def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None) -> dict
         "steps": final.get("step"),
         "consumed": final.get("consumed"),
         "plan": asdict(plan),
-        "best_val_quality_loss": final.get("best_val"),
+        "selected_by": cfg.validation.select,
+        f"best_{cfg.validation.select}": final.get("best_val"),
         "history": final.get("history", []),
         "rejected_train_rows": len(train.rejects()),
     }

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from ray.train import Checkpoint
 
-from aikd.config import DistillConfig
+from aikd.config import DistillConfig, ValidationConfig
 from aikd.distill.loop import EMA, Distiller, Plan, TrainState, rows_to_skip
 from aikd.distill.params import param_groups
 from aikd.distill.strategy import Strategy, create_strategy
@@ -89,7 +89,7 @@ def setup_strategy(cfg: DistillConfig, student: Student) -> Strategy:
     return strategy
 
 
-def load_checkpoint(strategy: Strategy, run: str) -> TrainState:
+def load_checkpoint(strategy: Strategy, run: str, validation: ValidationConfig) -> TrainState:
     """The state of Ray's latest checkpoint of this run (the one the driver planned the data from)."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -100,9 +100,9 @@ def load_checkpoint(strategy: Strategy, run: str) -> TrainState:
         strategy.load(directory, state.world_size)
     best = resolve(run).join(BEST)
     if strategy.is_rank0 and best.join(CARD_FILE).exists():  # a best student written after this checkpoint counts
-        saved = read_card(best.uri).lineage.get("metrics", {}).get("val_quality_loss")
-        if saved is not None:
-            state.best_val = min(state.best_val, saved)
+        saved = read_card(best.uri).lineage.get("metrics", {}).get(validation.select)
+        if saved is not None and validation.better(saved, state.best_val):
+            state.best_val = saved
     if strategy.is_rank0:
         print(f"distill: resumed at step {state.step} ({state.consumed} samples consumed)", flush=True)
     state.world_size = strategy.world_size
@@ -173,7 +173,7 @@ def train_loop(config: dict) -> None:
     plan = Plan(**config["plan"])
     student, frozen = setup_model(cfg)
     strategy = setup_strategy(cfg, student)
-    state = load_checkpoint(strategy, config["run"])
+    state = load_checkpoint(strategy, config["run"], cfg.validation)
     target = make_target(cfg, strategy, frozen)
     batches = setup_data(cfg, state, config["offset_samples"], strategy.world_size)
     tracker = Tracker.attach(config["tracking"]) if strategy.is_rank0 else None

@@ -1,0 +1,238 @@
+"""The sweep's driver: checks, the work trials share, Ray Tune (Optuna + ASHA), outcome, registration.
+
+A sweep lives at ``<storage>/<name>/``: ``sweep.json`` (the spec it was started with),
+Ray Tune's experiment in ``tune/``, one distill run per trial in ``trials/<trial id>/``,
+and when it ends the trial table (``trials.csv``, ``trials.md``), ``trials.png``,
+``importances.json`` and ``summary.json``. The sweep is an MLflow run; every trial is
+a run nested under it, in the same experiment.
+
+Rerun contract: resume. Starting the same sweep again restores Tune's experiment
+(``Tuner.restore``): finished and stopped trials are kept, interrupted ones continue
+their distill runs from their latest checkpoints, and the search goes on to
+``trials``. A changed spec is refused: a different search is a new sweep name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from aikd.config import DistillConfig, SweepConfig, validate
+from aikd.data.schema import SUBJECT_ID
+from aikd.data.split import held_out
+from aikd.distill.run import SharedWork, register_student
+from aikd.errors import ConfigError, JobFailed
+from aikd.job import SUMMARY_FILE, finish
+from aikd.redact import redact
+from aikd.runtime import ensure_ray
+from aikd.storage import Location, resolve
+from aikd.sweep.outcome import collect, write_outcome
+from aikd.sweep.space import (
+    check_space,
+    default_space,
+    fit_concurrency,
+    load_base,
+    quality_columns,
+    trial_config,
+    trial_resources,
+    tune_space,
+)
+from aikd.sweep.trial import TRIALS, run_trial
+from aikd.tracking import Tracker, job_run, tracking_uri
+
+SPEC_FILE = "sweep.json"
+TUNE_DIR = "tune"
+
+
+def mated_pairs(base: DistillConfig) -> int:
+    """Mated pairs among the validation faces the trials will hold out (whole identities)."""
+    import pyarrow.parquet as pq
+
+    from aikd.data.shards import shard_files
+
+    counts: dict[str, int] = {}
+    for uri in base.data.shards:
+        for f in shard_files(uri):
+            subjects = pq.read_table(f.path, filesystem=f.fs, columns=[SUBJECT_ID]).column(SUBJECT_ID).to_pylist()
+            for s, out in zip(subjects, held_out({SUBJECT_ID: subjects}, base.data), strict=True):
+                if out and s is not None:
+                    counts[s] = counts.get(s, 0) + 1
+    return sum(n * (n - 1) // 2 for n in counts.values())
+
+
+def _trial_base(cfg: SweepConfig, data: dict, home: Location) -> tuple[dict, DistillConfig]:
+    """The spec every trial starts from: the sweep's base, validated on held-out identities, selected by
+    the sweep's metric, recorded under the sweep's MLflow run (nothing of the embedded default left to build)."""
+    base = validate(DistillConfig, {"name": "base", "storage": home.uri} | data, source="sweep base")
+    if base.bootstrap is not None:
+        from aikd.defaults import ensure_default_inputs
+
+        ensure_ray(dashboard=True)  # the Ray the sweep then runs on
+        ensure_default_inputs(base.bootstrap, upto="distill")
+    tracking = {"enabled": cfg.tracking.enabled, "uri": tracking_uri(cfg.tracking) if cfg.tracking.enabled else None,
+                "experiment": cfg.tracking.experiment or f"aikd-{cfg.kind}"}
+    fixed = base.model_dump(mode="json") | {"bootstrap": None, "tracking": tracking}
+    fixed["data"]["split_by"] = "subject_id"  # the pAUC needs mated pairs: hold out whole identities
+    fixed["validation"]["select"] = cfg.metric
+    return fixed, validate(DistillConfig, fixed | {"name": "check", "storage": home.uri}, source="sweep base")
+
+
+def _check_validation(cfg: SweepConfig, base: DistillConfig) -> None:
+    if not base.validation.needs_pauc:
+        return
+    pairs = mated_pairs(base)
+    if pairs < base.validation.min_mated_pairs:
+        raise ConfigError(f"the sweep's metric {cfg.metric} needs mated pairs in validation: the held-out "
+                          f"identities (data.val_fraction {base.data.val_fraction}) give {pairs}, fewer than "
+                          f"validation.min_mated_pairs = {base.validation.min_mated_pairs}: raise "
+                          f"data.val_fraction or use data with more images per identity")
+
+
+def _concurrency(cfg: SweepConfig, base: DistillConfig) -> int:
+    import ray
+
+    need = trial_resources(base, cfg.resources)
+    cluster = {k: float(v) for k, v in ray.cluster_resources().items() if k in need}
+    fits = fit_concurrency(need, cluster)
+    what = ", ".join(f"{v:g} {k}" for k, v in need.items() if v > 0)
+    if cfg.concurrency is None:
+        if fits == 0:
+            raise ConfigError(f"one trial needs {what} (its driver, Train workers and decode actors) but the "
+                              f"cluster has {', '.join(f'{cluster.get(k, 0):g} {k}' for k in need)}: lower the "
+                              f"base's resources or data.resources")
+        return min(fits, cfg.trials)
+    if cfg.concurrency > fits:
+        print(f"sweep: warning: concurrency {cfg.concurrency} but the cluster holds {fits} trials of {what} now: "
+              f"trials wait for resources (an autoscaling cluster adds them)", flush=True)
+    return cfg.concurrency
+
+
+def _check_same_spec(cfg: SweepConfig, home: Location) -> None:
+    """A restarted sweep must be the same search; its spec is kept beside Tune's state."""
+    spec = redact(cfg.model_dump(mode="json"))
+    saved = home.join(SPEC_FILE)
+    if saved.exists():
+        before = saved.read_json()
+        if before != spec:
+            changed = sorted(k for k in set(before) | set(spec) if before.get(k) != spec.get(k))
+            raise ConfigError(f"sweep {home.uri} was started with another spec (changed: {', '.join(changed)}): "
+                              f"a different search needs a new name")
+    else:
+        saved.write_json(spec)
+
+
+def _tuner(cfg: SweepConfig, space: dict, trainable, home: Location, concurrency: int):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    tune_path = home.join(TUNE_DIR)
+    if tune.Tuner.can_restore(tune_path.path, storage_filesystem=tune_path.fs):
+        print(f"sweep: continuing {home.uri} (finished trials are kept)", flush=True)
+        return tune.Tuner.restore(tune_path.path, trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=tune_path.fs)
+    search = OptunaSearch(metric=cfg.metric, mode=cfg.direction, seed=cfg.seed,
+                          points_to_evaluate=[dict(p) for p in cfg.start_with] or None)
+    scheduler = None
+    if cfg.early_stop is not None:
+        scheduler = ASHAScheduler(metric=cfg.metric, mode=cfg.direction, grace_period=cfg.early_stop.grace,
+                                  reduction_factor=cfg.early_stop.reduction_factor, max_t=10_000)
+    return tune.Tuner(
+        trainable, param_space=tune_space(space),
+        tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=cfg.trials,
+                                    max_concurrent_trials=concurrency,
+                                    trial_dirname_creator=lambda trial: trial.trial_id),
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=home.path, storage_filesystem=home.fs, verbose=1))
+
+
+def run_sweep(cfg: SweepConfig) -> dict:
+    home = resolve(cfg.storage).join(cfg.name)
+    fixed, base = _trial_base(cfg, load_base(cfg), home)
+    columns = quality_columns(base.data.shards)
+    space = cfg.space or default_space(base, columns)
+    check_space(fixed, space, columns, cfg.start_with)
+    _check_validation(cfg, base)
+    _check_same_spec(cfg, home)
+    ensure_ray(dashboard=True)  # Ray Train frees a stopped trial's workers through the State API
+    concurrency = _concurrency(cfg, base)
+    labels = list(space["data.label"].values) if "data.label" in space else [base.data.label]
+    shared = SharedWork.make(base, labels)
+    print(f"sweep: {cfg.trials} trials of {len(shared.units)} row groups, {concurrency} at a time, "
+          f"ranked by {cfg.metric} ({cfg.direction}); searching {', '.join(space)}", flush=True)
+
+    from ray import tune
+
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials read relative paths as the sweep does
+    with job_run(cfg, cfg.name, inputs={"base": cfg.base if isinstance(cfg.base, str) else "inline",
+                                        "shards": base.data.shards},
+                 outputs={"sweep": home.uri}, resume_under=home) as tracker:
+        tags = {"aikd.sweep": cfg.name, "aikd.sweep_uri": home.uri}
+        if tracker is not None:
+            tags["mlflow.parentRunId"] = tracker.run_id
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, base=fixed, shared=shared, home=home.uri, tags=tags),
+            {"cpu": cfg.resources.cpus_per_worker})
+        grid = _tuner(cfg, space, trainable, home, concurrency).fit()
+        rows = collect(grid, space, cfg.metric, cfg.direction, home.join(TRIALS))
+        outcome = write_outcome(home, rows, space, cfg.metric, cfg.direction)
+        summary = _summary(cfg, home, rows, outcome, concurrency, fixed)
+        if tracker is not None:
+            _close_trial_runs(tracker, rows)
+            tracker.log_metrics({f"best.{cfg.metric}": summary["best"]["metric"]} if summary["best"] else {})
+        if cfg.register is not None and summary["best"] is not None:
+            summary["registered"] = _register_best(cfg, summary, fixed, tracker)
+        finish(home, summary)
+        if tracker is not None:
+            tracker.log_outputs(home, [*outcome["files"], SUMMARY_FILE, SPEC_FILE])
+    if summary["best"] is None:
+        raise JobFailed(f"sweep {home.uri}: no trial reached {cfg.metric} "
+                        f"({', '.join(sorted({r.status for r in rows}))}); see {home.join('trials.md').uri}")
+    return summary
+
+
+def _summary(cfg: SweepConfig, home: Location, rows, outcome: dict, concurrency: int, fixed: dict) -> dict:
+    best = outcome["best"]
+    counts = {s: sum(r.status == s for r in rows) for s in ("completed", "stopped", "failed")}
+    summary = {"job": "sweep", "sweep": home.uri, "metric": cfg.metric, "mode": cfg.direction,
+               "trials": len(rows), "concurrency": concurrency, **counts, "importances": outcome["importances"],
+               "files": [home.join(f).uri for f in outcome["files"]], "best": None}
+    if best is not None:
+        config = resolve(best.run).join("config.json")
+        summary["best"] = {"trial": best.trial, "metric": best.metric, "status": best.status, "steps": best.steps,
+                           "params": best.params, "run": best.run, "student": resolve(best.run).join("best").uri,
+                           "mlflow_run": best.mlflow_run,
+                           "config": json.loads(config.read_text()) if config.exists() else None}
+        print(f"sweep: best trial {best.trial}: {cfg.metric} {best.metric:.4g} with "
+              + ", ".join(f"{k}={v}" for k, v in best.params.items()), flush=True)
+    return summary
+
+
+def _close_trial_runs(tracker: Tracker, rows) -> None:
+    """Trial runs the scheduler stopped never closed themselves: mark them KILLED, every trial with its status."""
+    for r in rows:
+        if r.mlflow_run is None:
+            continue
+        trial = Tracker(tracker.uri, r.mlflow_run)
+        trial.set_tags({"aikd.trial_status": r.status})
+        if r.status == "stopped":
+            trial.end("KILLED")
+
+
+def _register_best(cfg: SweepConfig, summary: dict, fixed: dict, tracker: Tracker) -> dict:
+    """The best trial's student as a registered version, tagged with the sweep and the trial's parameters."""
+    best = summary["best"]
+    trial_cfg = trial_config(fixed, best["params"], name=best["trial"], storage=summary["sweep"] + "/" + TRIALS)
+    trial_cfg = trial_cfg.model_copy(update={"register": cfg.register})
+    trial = Tracker(tracker.uri, best["mlflow_run"])
+    trial_summary = {"steps": best["steps"], "models": []}
+    run = resolve(best["run"])
+    if run.join(SUMMARY_FILE).exists():
+        trial_summary = run.join(SUMMARY_FILE).read_json()
+    registered = register_student(trial_cfg, run, trial, trial_summary, extra_tags={
+        "aikd.sweep": cfg.name, "aikd.sweep_uri": summary["sweep"], "aikd.sweep_run": tracker.run_id,
+        "aikd.trial": best["trial"], f"sweep.{cfg.metric}": best["metric"],
+        **{f"sweep.param.{k}": v for k, v in best["params"].items()}})
+    print(f"sweep: registered {registered['uri']} (aliases: {', '.join(cfg.register.aliases) or 'none'})",
+          flush=True)
+    return registered
+
