@@ -6,7 +6,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # a Markdown file named in code, specs or docs: docs/x.md, x.md (beside the citing doc) or README.md
 CITED = re.compile(r"(?<![\w/.-])((?:docs/)?[A-Za-z][\w-]*\.md)\b")
-WRITTEN_BY_JOBS = {"pauc.md"}  # a report file the evaluate job writes, not a document
+WRITTEN_BY_JOBS = {"pauc.md", "trials.md"}  # report files the evaluate and sweep jobs write, not documents
 
 
 def _sources():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from aikd.config import DataConfig, DistillConfig, OptimConfig, StudentConfig, load_spec
+from aikd.config import DataConfig, DistillConfig, OptimConfig, StudentConfig, ValidationConfig, load_spec
 from aikd.distill.loop import EMA, Distiller, Plan, TrainState, rows_to_skip
 from aikd.distill.params import param_groups
 from aikd.distill.strategy import DDPStrategy
@@ -63,13 +63,13 @@ def test_specs_validate_with_errors_naming_the_field(tmp_path):
         OptimConfig(train_last_k=-1)
 
 
-def _run_distiller(steps: int, log_every: int):
+def _run_distiller(steps: int, log_every: int, **fields):
     """The loop in one process (plain strategy, world size 1) on random uint8 batches.
 
     The plan, not the config, sets when validation happens: here only at the start and the end.
     """
     torch.manual_seed(0)
-    cfg = _cfg(strategy="ddp", log_every=log_every)
+    cfg = _cfg(strategy="ddp", log_every=log_every, **fields)
     student = create_student("iresnet_tiny")
     target = copy.deepcopy(student.feature_extractor).eval()
     strategy = DDPStrategy(cfg, torch.device("cpu"))
@@ -94,3 +94,17 @@ def test_loop_logs_every_log_every_steps_and_ends_on_a_validation():
     # the initial head, then the end of the run: the last steps are never lost
     assert [r["step"] for r in reports] == [0, 6]
     assert reports[-1]["images_per_s_per_worker"] > 0
+
+
+def test_the_best_student_is_chosen_by_the_selection_metric_in_its_direction():
+    loss, spearman = ValidationConfig(), ValidationConfig(select="val_spearman_misaligned")
+    assert loss.better(0.2, None) and loss.better(0.2, 0.3) and not loss.better(0.3, 0.2)
+    assert spearman.better(0.5, 0.4) and not spearman.better(0.4, 0.5)
+    with pytest.raises(ValidationError, match="select val_pauc_misaligned needs the validation pAUC"):
+        ValidationConfig(select="val_pauc_misaligned", pauc=False)
+
+
+def test_a_run_selected_by_pauc_fails_when_it_cannot_measure_it():
+    with pytest.raises(ConfigError, match="validation.select is val_pauc_misaligned but this run has no validation "
+                                          "pAUC: no frozen FR backbone"):
+        _run_distiller(steps=2, log_every=1, validation=ValidationConfig(select="val_pauc_misaligned"))

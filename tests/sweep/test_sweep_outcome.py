@@ -47,6 +47,11 @@ def test_importances_rank_the_parameter_that_drives_the_metric():
     assert set(out["importances"]) == set(SPACE)
     assert out["importances"]["data.misalignment"] > out["importances"]["data.label"]
     assert "note" in importances(varied[:1], SPACE, "min")  # one trial: nothing to compare
+    # a 2 x 2 grid where only the strength matters (the sweep test's shape): it gets all the importance
+    grid = [TrialRow(trial=f"{label}{s}", status="completed", metric=0.05 * s + (0.01 if label == "q_norm" else 0),
+                     last=None, steps=1, validations=1, params={"data.label": label, "data.misalignment": s})
+            for label in ("q_serfiq", "q_norm") for s in (1.0, 4.0)]
+    assert importances(grid, SPACE, "min")["importances"]["data.misalignment"] > 0.9
 
 
 def test_the_outcome_files_land_beside_the_sweep(tmp_path):

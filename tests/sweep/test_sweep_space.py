@@ -125,3 +125,16 @@ def test_the_base_may_be_a_file_and_loses_its_register(tmp_path):
         load_base(sweep(base=str(path)))
     with pytest.raises(ConfigError, match="fixed 'max_step': 'max_step' is not a field of DistillConfig"):
         load_base(sweep(fixed={"max_step": 7}))
+
+
+def test_the_shipped_sweep_fits_two_cpus_and_searches_the_default_space():
+    from aikd.config import EmbeddedDefault, load_spec
+
+    cfg = load_spec("jobs/sweep.yaml", SweepConfig)
+    data = load_base(cfg)
+    base = validate(DistillConfig, data)
+    assert base.epochs == 1 and base.data.resources.workers == 1  # the sweep's fixed fields
+    assert fit_concurrency(trial_resources(base, cfg.resources), {"CPU": 2.0}) == 1
+    columns = [f"q_{t}" for t in EmbeddedDefault().teachers]
+    check_space(data, default_space(base, columns), columns, [])
+    assert cfg.metric == "val_pauc_misaligned" and cfg.register.name == "aikd-student"

@@ -159,12 +159,15 @@ def importances(rows: list[TrialRow], space: dict[str, Dimension], mode: str) ->
     distributions = {k: optuna_distribution(space[k]) for k in space}
     for r in scored:
         study.add_trial(optuna.trial.create_trial(params=r.params, distributions=distributions, value=r.metric))
-    evaluator = PedAnovaImportanceEvaluator()
+    # PED-ANOVA compares the best trials with all: the best share must hold at least two trials
+    quantile = min(0.5, max(0.1, 2 / len(scored)))
+    evaluator = PedAnovaImportanceEvaluator(target_quantile=quantile)
     try:
         values = get_param_importances(study, evaluator=evaluator, params=varied)
     except (ValueError, RuntimeError) as err:
         return {"importances": {}, "note": f"optuna could not compute importances: {err}"}
-    return {"importances": values, "evaluator": type(evaluator).__name__, "trials": len(scored)}
+    return {"importances": values, "evaluator": f"{type(evaluator).__name__}(target_quantile={quantile:g})",
+            "trials": len(scored)}
 
 
 def write_outcome(home: Location, rows: list[TrialRow], space: dict[str, Dimension], metric: str,

@@ -9,7 +9,8 @@ a run nested under it, in the same experiment.
 Rerun contract: resume. Starting the same sweep again restores Tune's experiment
 (``Tuner.restore``): finished and stopped trials are kept, interrupted ones continue
 their distill runs from their latest checkpoints, and the search goes on to
-``trials``. A changed spec is refused: a different search is a new sweep name.
+``trials``. A finished sweep (its summary written) is not run again. A changed spec is
+refused: a different search is a new sweep name.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def mated_pairs(base: DistillConfig) -> int:
     return sum(n * (n - 1) // 2 for n in counts.values())
 
 
-def _trial_base(cfg: SweepConfig, data: dict, home: Location) -> tuple[dict, DistillConfig]:
+def trial_base(cfg: SweepConfig, data: dict, home: Location) -> tuple[dict, DistillConfig]:
     """The spec every trial starts from: the sweep's base, validated on held-out identities, selected by
     the sweep's metric, recorded under the sweep's MLflow run (nothing of the embedded default left to build)."""
     base = validate(DistillConfig, {"name": "base", "storage": home.uri} | data, source="sweep base")
@@ -147,12 +148,15 @@ def _tuner(cfg: SweepConfig, space: dict, trainable, home: Location, concurrency
 
 def run_sweep(cfg: SweepConfig) -> dict:
     home = resolve(cfg.storage).join(cfg.name)
-    fixed, base = _trial_base(cfg, load_base(cfg), home)
+    fixed, base = trial_base(cfg, load_base(cfg), home)
     columns = quality_columns(base.data.shards)
     space = cfg.space or default_space(base, columns)
     check_space(fixed, space, columns, cfg.start_with)
     _check_validation(cfg, base)
     _check_same_spec(cfg, home)
+    if home.join(SUMMARY_FILE).exists():  # finished: its winner is registered already
+        print(f"sweep: {home.uri} has finished; its summary stands (a new search needs a new name)", flush=True)
+        return home.join(SUMMARY_FILE).read_json() | {"skipped": True}
     ensure_ray(dashboard=True)  # Ray Train frees a stopped trial's workers through the State API
     concurrency = _concurrency(cfg, base)
     labels = list(space["data.label"].values) if "data.label" in space else [base.data.label]

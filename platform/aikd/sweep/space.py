@@ -50,7 +50,7 @@ def load_base(cfg: SweepConfig) -> dict:
     if data.pop("job", "distill") != "distill":
         raise ConfigError(f"{source}: a sweep's base is a distill spec (job: distill)")
     for dotted in cfg.fixed:
-        _check_field(dotted, "fixed")
+        _check_field(dotted, "fixed", leaf=False)  # a fixed field may set a whole section
     data = with_overrides(data, cfg.fixed)
     data.pop("register", None)  # the sweep registers the winner, not every trial
     validate(DistillConfig, {"name": "base", "storage": "."} | data, source=f"sweep base {source}")
@@ -88,8 +88,8 @@ def _check_searchable(dotted: str, where: str) -> None:
     _check_field(dotted, where)
 
 
-def _check_field(dotted: str, where: str) -> None:
-    """The dotted path names a leaf field of the distill spec."""
+def _check_field(dotted: str, where: str, leaf: bool = True) -> None:
+    """The dotted path names a field of the distill spec (a leaf, unless ``leaf`` is False)."""
     node: type[BaseModel] | None = DistillConfig
     parts = dotted.split(".")
     for i, part in enumerate(parts):
@@ -100,7 +100,7 @@ def _check_field(dotted: str, where: str) -> None:
                               f"(fields: {', '.join(sorted(node.model_fields))})")
         annotation = node.model_fields[part].annotation
         node = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-    if node is not None:
+    if leaf and node is not None:
         raise ConfigError(f"{where} {dotted!r}: a section; search one of its fields "
                           f"({', '.join(sorted(node.model_fields))})")
 

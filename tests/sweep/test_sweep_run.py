@@ -1,0 +1,172 @@
+"""Sweeps run as a user runs them, `python -m aikd run sweep.yaml`, each in its own process and Ray
+(with the dashboard, which Ray Train needs to free a stopped trial's workers). Each trial is a
+2-worker CPU distillation of 14 steps; the runs are shared between the tests below."""
+
+import contextlib
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from aikd.cli import main
+from aikd.storage import resolve
+
+pytestmark = pytest.mark.slow
+GRID = [{"data.label": label, "data.misalignment": strength}
+        for label in ("q_serfiq", "q_norm") for strength in (1.0, 4.0)]
+
+
+def _spec(root, labelled_run, fr_run, name: str, **fields) -> str:
+    job, _ = labelled_run
+    cfg_fr, _ = fr_run
+    half = {"workers": 2, "cpus_per_worker": 0.5}
+    base = {"data": {"shards": [job.out], "label": "q_serfiq", "image_size": 64, "val_fraction": 0.1,
+                     "resources": {"workers": 1, "cpus_per_worker": 0.5}},
+            "student": {"weights": cfg_fr.out}, "engine": {"micro_batch": 32}, "resources": half}
+    spec = {"job": "sweep", "name": name, "storage": str(root / "sweeps"), "base": base,
+            "fixed": {"max_steps": 14}} | fields
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+@contextlib.contextmanager
+def _sweep(spec: str, log_path):
+    """`python -m aikd run spec` in a session of its own; whatever is left of it is killed on the way out."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "aikd", "run", spec], cwd=os.path.dirname(spec),
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the sweep's Ray went with its session
+            proc.wait()
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the sweep ended (rc {proc.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout:.0f} s"
+        time.sleep(2)
+
+
+def _table(home) -> list[dict]:
+    return list(csv.DictReader(home.join("trials.csv").read_text().splitlines()))
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(labelled_run, fr_run, tmp_path_factory):
+    """A 4-trial sweep over 2 teachers x 2 strengths, killed (SIGKILL, its Ray with it) once two trials
+    finished and a third has a checkpoint, then started again and run to its end."""
+    root = tmp_path_factory.mktemp("grid")
+    spec = _spec(root, labelled_run, fr_run, "grid", trials=4, early_stop=None,
+                 space={"data.label": {"type": "choice", "values": ["q_serfiq", "q_norm"]},
+                        "data.misalignment": {"type": "choice", "values": [1.0, 4.0]}},
+                 start_with=GRID, register={"name": "sweep-test", "aliases": ["candidate"]})
+    trials = resolve(str(root / "sweeps" / "grid" / "trials"))
+
+    def files(suffix):
+        return trials.list_files(suffix) if trials.exists() else []
+
+    def finished():
+        return files("summary.json")
+
+    def interrupted_with_checkpoint():
+        dirs = {f.parent().parent().name for f in files("sidecar.json")}
+        return len(finished()) >= 2 and dirs - {f.parent().name for f in finished()}
+
+    logs = [root / "first.log", root / "second.log"]
+    with _sweep(spec, logs[0]) as proc:  # killed when the condition holds
+        _wait_for(interrupted_with_checkpoint, proc, 600, "two finished trials and a third with a checkpoint")
+    before = {f.parent().name: (os.stat(f.path).st_mtime_ns, f.read_bytes()) for f in finished()}
+    with _sweep(spec, logs[1]) as proc:
+        assert proc.wait(timeout=900) == 0, logs[1].read_text()[-3000:]
+    home = resolve(str(root / "sweeps" / "grid"))
+    return home, home.join("summary.json").read_json(), before, [p.read_text() for p in logs], spec
+
+
+def test_a_grid_sweep_runs_every_trial_and_registers_the_one_with_the_lowest_metric(grid_sweep):
+    home, summary, *_ = grid_sweep
+    table = _table(home)
+    assert summary["trials"] == len(table) == 4 and summary["completed"] == 4
+    assert sorted((r["data.label"], float(r["data.misalignment"])) for r in table) == sorted(
+        (p["data.label"], p["data.misalignment"]) for p in GRID)
+    lowest = min(table, key=lambda r: float(r["metric"]))
+    assert summary["best"]["trial"] == lowest["trial"]
+    version = MlflowClient().get_model_version("sweep-test", summary["registered"]["version"])
+    assert version.tags["aikd.trial"] == lowest["trial"] and version.run_id == lowest["mlflow_run"]
+    assert float(version.tags["sweep.val_pauc_misaligned"]) == pytest.approx(float(lowest["metric"]))
+    assert version.tags["sweep.param.data.label"] == lowest["data.label"]
+    # the registered student is the one the trial saved at its best metric
+    card = resolve(summary["best"]["student"]).join("card.json").read_json()
+    assert card["lineage"]["metrics"]["val_pauc_misaligned"] == pytest.approx(float(lowest["metric"]))
+    for name in ("trials.csv", "trials.md", "trials.png", "importances.json"):
+        assert home.join(name).exists()
+    assert set(summary["importances"]["importances"]) == {"data.label", "data.misalignment"}
+
+
+def test_every_trial_is_an_mlflow_run_under_the_sweep(grid_sweep):
+    home, summary, *_ = grid_sweep
+    client = MlflowClient()
+    parent = client.get_run(home.join("_mlflow_run.json").read_json()["run_id"])
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in children) == sorted(r["trial"] for r in _table(home))
+    assert all(r.info.status == "FINISHED" and r.data.tags["aikd.trial_status"] == "completed" for r in children)
+    assert all("val_pauc_misaligned" in r.data.metrics for r in children)
+    assert parent.info.status == "FINISHED"
+
+
+def test_a_killed_sweep_started_again_keeps_its_finished_trials(grid_sweep):
+    home, summary, before, (first, second), _ = grid_sweep
+    assert len(before) >= 2 and "continuing" in second
+    for trial, (mtime, data) in before.items():  # finished trials were not trained again
+        summary_file = home.join("trials", trial, "summary.json")
+        assert (os.stat(summary_file.path).st_mtime_ns, summary_file.read_bytes()) == (mtime, data)
+    assert len({f.parent().name for f in home.join("trials").list_files("config.json")}) == 4
+    # the trial interrupted by the kill continued its distill run from its checkpoint
+    assert "distill: resumed at step" in second
+
+
+def test_a_finished_sweep_started_again_registers_nothing_new(grid_sweep, capsys):
+    home, summary, *_, spec = grid_sweep
+    assert main(["sweep", spec]) == 0
+    assert "has finished; its summary stands" in capsys.readouterr().out
+    versions = MlflowClient().search_model_versions("name = 'sweep-test'")
+    assert [v.version for v in versions] == [summary["registered"]["version"]]
+
+
+def test_early_stopping_reports_a_stopped_trial_as_stopped(labelled_run, fr_run, tmp_path):
+    """Two trials whose initial heads differ only in the teacher they are judged against: at the first
+    rung (grace 1) the second is behind the first, and ASHA stops it."""
+    spec = _spec(tmp_path, labelled_run, fr_run, "asha", trials=2, metric="val_quality_loss",
+                 early_stop={"grace": 1, "reduction_factor": 2},
+                 space={"data.label": {"type": "choice", "values": ["q_serfiq", "q_norm"]}},
+                 start_with=[{"data.label": "q_norm"}, {"data.label": "q_serfiq"}])
+    with _sweep(spec, tmp_path / "asha.log") as proc:
+        assert proc.wait(timeout=600) == 0, (tmp_path / "asha.log").read_text()[-3000:]
+    home = resolve(str(tmp_path / "sweeps" / "asha"))
+    summary = home.join("summary.json").read_json()
+    table = {r["data.label"]: r for r in _table(home)}
+    assert (summary["completed"], summary["stopped"], summary["failed"]) == (1, 1, 0)
+    assert table["q_serfiq"]["status"] == "stopped" and table["q_serfiq"]["validations"] == "1"
+    assert table["q_norm"]["status"] == "completed"
+    run = MlflowClient().get_run(table["q_serfiq"]["mlflow_run"])
+    assert run.info.status == "KILLED" and run.data.tags["aikd.trial_status"] == "stopped"
+
+
+def test_a_bad_space_entry_fails_before_any_trial_with_one_line(labelled_run, fr_run, tmp_path, capsys):
+    spec = _spec(tmp_path, labelled_run, fr_run, "bad", space={"data.misalignmnet": {"type": "uniform",
+                                                                                      "low": 0, "high": 2}})
+    assert main(["sweep", spec]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("aikd sweep: error: space 'data.misalignmnet': 'misalignmnet' is not a field")
+    assert "\n" not in err and not (tmp_path / "sweeps" / "bad" / "tune").exists()
