@@ -10,8 +10,9 @@ Measured in one run, in one process, on the same synthetic faces and student:
   processes, the shared data plan, the outcome files and MLflow's nested runs included.
 
 ``overhead_ratio`` = sweep wall / sum of the trials' times (goal <= 1.15). Both sides
-start Ray Train once per trial, so that start-up is in the sum too. Prints one JSON
-object as its last line.
+start Ray Train once per trial, so that start-up is in the sum too. A short distill run
+comes first, untimed, so one-off costs (DeepSpeed's op build, imports) fall on neither
+side. Prints one JSON object as its last line.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def main() -> None:
 
         # the trials alone: the spec each trial runs, as the sweep builds it
         fixed, _ = trial_base(cfg, load_base(cfg), resolve(cfg.storage).join("alone"))
+        # one short run first, not timed: one-off costs (DeepSpeed's op build, imports) count on neither side
+        run_distill(trial_config(fixed, points[0], name="warm-up", storage=os.path.join(root, "alone"),
+                                 max_steps=2))
         alone = []
         for i, point in enumerate(points):
             trial = trial_config(fixed, point, name=f"alone-{i}", storage=os.path.join(root, "alone"))

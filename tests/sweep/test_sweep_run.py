@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 import yaml
@@ -30,7 +31,7 @@ def _spec(root, labelled_run, fr_run, name: str, **fields) -> str:
                      "resources": {"workers": 1, "cpus_per_worker": 0.5}},
             "student": {"weights": cfg_fr.out}, "engine": {"micro_batch": 32}, "resources": half}
     spec = {"job": "sweep", "name": name, "storage": str(root / "sweeps"), "base": base,
-            "fixed": {"max_steps": 14}} | fields
+            "fixed": {"max_steps": 14}} | fields  # storage: local unless fields name one
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return str(path)
@@ -58,20 +59,26 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float, what: str) -> N
         time.sleep(2)
 
 
+def _mtime(location) -> int:
+    return location.fs.get_file_info(location.path).mtime_ns
+
+
 def _table(home) -> list[dict]:
     return list(csv.DictReader(home.join("trials.csv").read_text().splitlines()))
 
 
 @pytest.fixture(scope="module")
-def grid_sweep(labelled_run, fr_run, tmp_path_factory):
-    """A 4-trial sweep over 2 teachers x 2 strengths, killed (SIGKILL, its Ray with it) once two trials
-    finished and a third has a checkpoint, then started again and run to its end."""
+def grid_sweep(labelled_run, fr_run, s3_server, tmp_path_factory):
+    """A 4-trial sweep over 2 teachers x 2 strengths, living in the local S3 bucket, killed (SIGKILL, its
+    Ray with it) once two trials finished and a third has a checkpoint, then started again and run out."""
     root = tmp_path_factory.mktemp("grid")
-    spec = _spec(root, labelled_run, fr_run, "grid", trials=4, early_stop=None,
+    storage = f"s3://aikd-test/sweeps-{uuid.uuid4().hex[:8]}"
+    spec = _spec(root, labelled_run, fr_run, "grid", storage=storage, trials=4, early_stop=None,
                  space={"data.label": {"type": "choice", "values": ["q_serfiq", "q_norm"]},
                         "data.misalignment": {"type": "choice", "values": [1.0, 4.0]}},
                  start_with=GRID, register={"name": "sweep-test", "aliases": ["candidate"]})
-    trials = resolve(str(root / "sweeps" / "grid" / "trials"))
+    home = resolve(storage).join("grid")
+    trials = home.join("trials")
 
     def files(suffix):
         return trials.list_files(suffix) if trials.exists() else []
@@ -86,10 +93,9 @@ def grid_sweep(labelled_run, fr_run, tmp_path_factory):
     logs = [root / "first.log", root / "second.log"]
     with _sweep(spec, logs[0]) as proc:  # killed when the condition holds
         _wait_for(interrupted_with_checkpoint, proc, 600, "two finished trials and a third with a checkpoint")
-    before = {f.parent().name: (os.stat(f.path).st_mtime_ns, f.read_bytes()) for f in finished()}
+    before = {f.parent().name: (_mtime(f), f.read_bytes()) for f in finished()}
     with _sweep(spec, logs[1]) as proc:
         assert proc.wait(timeout=900) == 0, logs[1].read_text()[-3000:]
-    home = resolve(str(root / "sweeps" / "grid"))
     return home, home.join("summary.json").read_json(), before, [p.read_text() for p in logs], spec
 
 
@@ -130,7 +136,7 @@ def test_a_killed_sweep_started_again_keeps_its_finished_trials(grid_sweep):
     assert len(before) >= 2 and "continuing" in second
     for trial, (mtime, data) in before.items():  # finished trials were not trained again
         summary_file = home.join("trials", trial, "summary.json")
-        assert (os.stat(summary_file.path).st_mtime_ns, summary_file.read_bytes()) == (mtime, data)
+        assert (_mtime(summary_file), summary_file.read_bytes()) == (mtime, data)
     assert len({f.parent().name for f in home.join("trials").list_files("config.json")}) == 4
     # the trial interrupted by the kill continued its distill run from its checkpoint
     assert "distill: resumed at step" in second
@@ -142,6 +148,10 @@ def test_a_finished_sweep_started_again_registers_nothing_new(grid_sweep, capsys
     assert "has finished; its summary stands" in capsys.readouterr().out
     versions = MlflowClient().search_model_versions("name = 'sweep-test'")
     assert [v.version for v in versions] == [summary["registered"]["version"]]
+    # another search under the same name is refused, naming what changed
+    assert main(["sweep", spec, "--set", "trials=6"]) == 2
+    assert "was started with another spec (changed: trials): a different search needs a new name" in (
+        capsys.readouterr().err)
 
 
 def test_early_stopping_reports_a_stopped_trial_as_stopped(labelled_run, fr_run, tmp_path):

@@ -108,9 +108,9 @@ def _concurrency(cfg: SweepConfig, base: DistillConfig) -> int:
     return cfg.concurrency
 
 
-def _check_same_spec(cfg: SweepConfig, home: Location) -> None:
-    """A restarted sweep must be the same search; its spec is kept beside Tune's state."""
-    spec = redact(cfg.model_dump(mode="json"))
+def _check_same_spec(cfg: SweepConfig, home: Location, base: dict) -> None:
+    """A restarted sweep must be the same search; its spec (with the base's content) is kept beside Tune's state."""
+    spec = redact(cfg.model_dump(mode="json") | {"base": base})
     saved = home.join(SPEC_FILE)
     if saved.exists():
         before = saved.read_json()
@@ -148,12 +148,13 @@ def _tuner(cfg: SweepConfig, space: dict, trainable, home: Location, concurrency
 
 def run_sweep(cfg: SweepConfig) -> dict:
     home = resolve(cfg.storage).join(cfg.name)
-    fixed, base = trial_base(cfg, load_base(cfg), home)
+    data = load_base(cfg)
+    fixed, base = trial_base(cfg, data, home)
     columns = quality_columns(base.data.shards)
     space = cfg.space or default_space(base, columns)
     check_space(fixed, space, columns, cfg.start_with)
     _check_validation(cfg, base)
-    _check_same_spec(cfg, home)
+    _check_same_spec(cfg, home, data)
     if home.join(SUMMARY_FILE).exists():  # finished: its winner is registered already
         print(f"sweep: {home.uri} has finished; its summary stands (a new search needs a new name)", flush=True)
         return home.join(SUMMARY_FILE).read_json() | {"skipped": True}
