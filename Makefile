@@ -44,6 +44,7 @@ bench: install
 	$(PY) bench/distill.py
 	$(PY) bench/edc.py
 	$(PY) bench/score.py
+	$(PY) bench/sweep.py
 
 clean:
 	rm -rf $(VENV) $(UI_VENV) .pytest_cache

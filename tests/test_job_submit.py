@@ -1,4 +1,4 @@
-"""`ray start --head` on 127.0.0.1, then `ray job submit --working-dir . -- jobs/distill.yaml`.
+"""`ray start --head` on 127.0.0.1, then `ray job submit --working-dir . -- jobs/<spec>.yaml`.
 
 Runs in its own pytest process (marker ``cluster``, see the Makefile): `ray stop` ends
 every Ray process on the machine, including the test session's local instance.
@@ -75,6 +75,17 @@ def test_ray_job_submit_scores_a_gallery_with_the_registered_student(submitted):
     summary = json.loads((tmp / "scores" / "_summary.json").read_text())
     assert summary["rows"] == 24 * 6 == summary["rows_scored"] + summary["rejected"]
     assert summary["models"][0]["uri"].startswith("models:/aikd-student/")  # resolved from @candidate
+
+
+def test_ray_job_submit_runs_the_executable_sweep_spec(submitted):
+    """jobs/sweep.yaml over the same default inputs: 2 trials, each a Ray Train run inside a Tune trial."""
+    env, address, tmp, tracking = submitted
+    _submit(address, env, "jobs/sweep.yaml", [
+        f"storage={tmp}/sweeps", "trials=2", "fixed.max_steps=4", f"fixed.bootstrap.root={tmp}/default",
+        "metric=val_quality_loss", tracking])  # 24 identities hold too few mated pairs out for a pAUC
+    summary = json.loads((tmp / "sweeps" / "default-sweep" / "summary.json").read_text())
+    assert summary["trials"] == 2 and summary["failed"] == 0
+    assert summary["registered"]["uri"].startswith("models:/aikd-student/")
 
 
 def test_submitting_passes_the_tracking_server_on(monkeypatch):

@@ -147,7 +147,7 @@ def test_a_finished_sweep_started_again_registers_nothing_new(grid_sweep, capsys
     assert main(["sweep", spec]) == 0
     assert "has finished; its summary stands" in capsys.readouterr().out
     versions = MlflowClient().search_model_versions("name = 'sweep-test'")
-    assert [v.version for v in versions] == [summary["registered"]["version"]]
+    assert [str(v.version) for v in versions] == [summary["registered"]["version"]]
     # another search under the same name is refused, naming what changed
     assert main(["sweep", spec, "--set", "trials=6"]) == 2
     assert "was started with another spec (changed: trials): a different search needs a new name" in (
