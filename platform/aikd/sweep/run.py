@@ -140,8 +140,10 @@ def _tuner(cfg: SweepConfig, space: dict, trainable, home: Location, concurrency
                                   reduction_factor=cfg.early_stop.reduction_factor, max_t=10_000)
     return tune.Tuner(
         trainable, param_space=tune_space(space),
+        # A trial's process is reused for the next one (no new Python, no imports again) only without
+        # early stopping: Tune caches a stopped trial's process too, and its Train run would go on inside it.
         tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=cfg.trials,
-                                    max_concurrent_trials=concurrency,
+                                    max_concurrent_trials=concurrency, reuse_actors=scheduler is None,
                                     trial_dirname_creator=lambda trial: trial.trial_id),
         run_config=tune.RunConfig(name=TUNE_DIR, storage_path=home.path, storage_filesystem=home.fs, verbose=1))
 
