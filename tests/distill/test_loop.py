@@ -63,7 +63,14 @@ def test_specs_validate_with_errors_naming_the_field(tmp_path):
         OptimConfig(train_last_k=-1)
 
 
-def _run_distiller(steps: int, log_every: int, **fields):
+def _val_batches() -> list[dict]:
+    rng = np.random.default_rng(1)
+    return [{"aligned": rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8),
+             "misaligned": rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8),
+             "quality": rng.random(8).astype(np.float32), "subject_id": np.repeat(["a", "b"], 4)}]
+
+
+def _run_distiller(steps: int, log_every: int, val_batches=_val_batches, **fields):
     """The loop in one process (plain strategy, world size 1) on random uint8 batches.
 
     The plan, not the config, sets when validation happens: here only at the start and the end.
@@ -80,7 +87,7 @@ def _run_distiller(steps: int, log_every: int, **fields):
                 "misaligned": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
                 "quality": rng.random(4).astype(np.float32)} for _ in range(100))
     lines, reports = [], []
-    distiller = Distiller(cfg, strategy, target, plan, val_batches=list,
+    distiller = Distiller(cfg, strategy, target, plan, val_batches=val_batches,
                           on_validation=lambda state, metrics, ema, improved: reports.append(dict(metrics)),
                           log=lines.append)
     return distiller.run(batches, TrainState()), lines, reports
@@ -104,7 +111,9 @@ def test_the_best_student_is_chosen_by_the_selection_metric_in_its_direction():
         ValidationConfig(select="val_pauc_misaligned", pauc=False)
 
 
-def test_a_run_selected_by_pauc_fails_when_it_cannot_measure_it():
-    with pytest.raises(ConfigError, match="validation.select is val_pauc_misaligned but this run has no validation "
-                                          "pAUC: no frozen FR backbone"):
+def test_a_run_fails_at_its_first_validation_when_it_cannot_measure_its_selection_metric():
+    with pytest.raises(ConfigError, match="validation.select is val_pauc_misaligned but this run cannot measure "
+                                          "it: no validation pAUC: no frozen FR backbone"):
         _run_distiller(steps=2, log_every=1, validation=ValidationConfig(select="val_pauc_misaligned"))
+    with pytest.raises(ConfigError, match=r"the validation split is empty \(data.val_fraction 0.01 of images\)"):
+        _run_distiller(steps=2, log_every=1, val_batches=list)  # no validation rows: no student could be chosen

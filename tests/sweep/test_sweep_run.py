@@ -173,6 +173,23 @@ def test_early_stopping_reports_a_stopped_trial_as_stopped(labelled_run, fr_run,
     assert run.info.status == "KILLED" and run.data.tags["aikd.trial_status"] == "stopped"
 
 
+@pytest.mark.parametrize(("fixed", "message"), [
+    ({"data.val_fraction": 0.001}, "no validation faces: data.val_fraction 0.001 of the identities holds none out"),
+    ({"validation.min_mated_pairs": 10**6}, "needs mated pairs in validation: the held-out identities "
+                                            r"\(data.val_fraction 0.1\) give \d+, fewer than"),
+])
+def test_a_sweep_whose_trials_could_not_measure_the_metric_fails_before_any_trial(labelled_run, fr_run, tmp_path,
+                                                                                 fixed, message):
+    from aikd.config import SweepConfig, load_spec
+    from aikd.errors import ConfigError
+    from aikd.sweep.run import run_sweep
+
+    spec = _spec(tmp_path, labelled_run, fr_run, "unmeasured")
+    with pytest.raises(ConfigError, match=message):
+        run_sweep(load_spec(spec, SweepConfig, {"fixed": {"max_steps": 14, **fixed}}))
+    assert not (tmp_path / "sweeps" / "unmeasured").exists()
+
+
 def test_a_bad_space_entry_fails_before_any_trial_with_one_line(labelled_run, fr_run, tmp_path, capsys):
     spec = _spec(tmp_path, labelled_run, fr_run, "bad", space={"data.misalignmnet": {"type": "uniform",
                                                                                       "low": 0, "high": 2}})

@@ -160,6 +160,15 @@ class Distiller:
             self._comparisons = made or False
         return self._comparisons or None
 
+    def why_unmeasured(self, batches: list[dict]) -> str:
+        data = self.cfg.data
+        if not batches:
+            return (f"the validation split is empty (data.val_fraction {data.val_fraction} of "
+                    f"{'identities' if data.split_by == 'subject_id' else 'images'}): raise data.val_fraction")
+        if self.cfg.validation.needs_pauc:
+            return f"no validation pAUC: {self.why_no_pauc}"
+        return "the validation batches have no misaligned view"
+
     def should_validate(self, step: int) -> bool:
         p = self.plan
         return step >= p.pretrain_steps and (step - p.pretrain_steps) % p.val_steps == 0
@@ -181,9 +190,9 @@ class Distiller:
                                 self.comparisons(batches))
             select = self.cfg.validation.select
             value = metrics.get(select)
-            if value is None and self.cfg.validation.needs_pauc:
-                raise ConfigError(f"validation.select is {select} but this run has no validation pAUC: "
-                                  f"{self.why_no_pauc}")
+            if value is None:  # no student could ever be chosen: say why now, not after the run
+                raise ConfigError(f"validation.select is {select} but this run cannot measure it: "
+                                  f"{self.why_unmeasured(batches)}")
             improved = not initial and value is not None and self.cfg.validation.better(value, state.best_val)
             if improved:
                 state.best_val = value

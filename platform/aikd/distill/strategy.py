@@ -87,6 +87,14 @@ class Strategy(abc.ABC):
         dist.all_reduce(t)
         return t.item() / self.world_size
 
+    def from_rank0(self, value):
+        """Rank 0's ``value`` on every rank (a small picklable object, e.g. validation metrics)."""
+        if self.world_size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0, device=self.device if self.device.type == "cuda" else None)
+        return box[0]
+
 
 class DeepSpeedStrategy(Strategy):
     def ds_config(self) -> dict:

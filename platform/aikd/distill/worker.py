@@ -162,7 +162,8 @@ def report_and_checkpoint(cfg: DistillConfig, strategy: Strategy, config_hash: s
             if strategy.is_rank0:
                 with open(os.path.join(directory, SIDECAR), "w") as f:
                     json.dump(state.to_dict() | {"config_hash": config_hash}, f)
-            clean = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            # every rank reports rank 0's metrics: whichever rank's report a consumer (Tune) reads has them
+            clean = strategy.from_rank0({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
             ray.train.report(clean, checkpoint=Checkpoint.from_directory(directory))
 
     return report

@@ -45,8 +45,8 @@ SPEC_FILE = "sweep.json"
 TUNE_DIR = "tune"
 
 
-def mated_pairs(base: DistillConfig) -> int:
-    """Mated pairs among the validation faces the trials will hold out (whole identities)."""
+def held_out_faces(base: DistillConfig) -> tuple[int, int]:
+    """The validation faces the trials will hold out (whole identities) and the mated pairs among them."""
     import pyarrow.parquet as pq
 
     from aikd.data.shards import shard_files
@@ -58,7 +58,7 @@ def mated_pairs(base: DistillConfig) -> int:
             for s, out in zip(subjects, held_out({SUBJECT_ID: subjects}, base.data), strict=True):
                 if out and s is not None:
                     counts[s] = counts.get(s, 0) + 1
-    return sum(n * (n - 1) // 2 for n in counts.values())
+    return sum(counts.values()), sum(n * (n - 1) // 2 for n in counts.values())
 
 
 def trial_base(cfg: SweepConfig, data: dict, home: Location) -> tuple[dict, DistillConfig]:
@@ -79,10 +79,12 @@ def trial_base(cfg: SweepConfig, data: dict, home: Location) -> tuple[dict, Dist
 
 
 def _check_validation(cfg: SweepConfig, base: DistillConfig) -> None:
-    if not base.validation.needs_pauc:
-        return
-    pairs = mated_pairs(base)
-    if pairs < base.validation.min_mated_pairs:
+    """Every trial must measure the metric: validation faces, and mated pairs among them for a pAUC."""
+    faces, pairs = held_out_faces(base)
+    if faces == 0:
+        raise ConfigError(f"no validation faces: data.val_fraction {base.data.val_fraction} of the identities "
+                          f"holds none out, and a sweep validates on held-out identities: raise data.val_fraction")
+    if base.validation.needs_pauc and pairs < base.validation.min_mated_pairs:
         raise ConfigError(f"the sweep's metric {cfg.metric} needs mated pairs in validation: the held-out "
                           f"identities (data.val_fraction {base.data.val_fraction}) give {pairs}, fewer than "
                           f"validation.min_mated_pairs = {base.validation.min_mated_pairs}: raise "
