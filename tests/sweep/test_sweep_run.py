@@ -173,20 +173,27 @@ def test_early_stopping_reports_a_stopped_trial_as_stopped(labelled_run, fr_run,
     assert run.info.status == "KILLED" and run.data.tags["aikd.trial_status"] == "stopped"
 
 
-@pytest.mark.parametrize(("fixed", "message"), [
-    ({"data.val_fraction": 0.001}, "no validation faces: data.val_fraction 0.001 of the identities holds none out"),
-    ({"validation.min_mated_pairs": 10**6}, "needs mated pairs in validation: the held-out identities "
-                                            r"\(data.val_fraction 0.1\) give \d+, fewer than"),
+TEACHERS = {"type": "choice", "values": ["q_serfiq", "q_crfiqa"]}
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"fixed.data.val_fraction": 0.001}, "teacher q_serfiq labels none of the held-out identities"),
+    ({"fixed.validation.min_mated_pairs": 10**6}, r"teacher q_serfiq gives \d+ mated pairs among the held-out "
+                                                  "identities it labels, fewer than validation.min_mated_pairs"),
+    # CR-FIQA scores only identities its FR head trained on: the sweep's held-out identities are others
+    ({"space": {"data.label": TEACHERS}}, "teacher q_crfiqa labels none of the held-out identities"),
 ])
 def test_a_sweep_whose_trials_could_not_measure_the_metric_fails_before_any_trial(labelled_run, fr_run, tmp_path,
-                                                                                 fixed, message):
+                                                                                 overrides, message):
     from aikd.config import SweepConfig, load_spec
     from aikd.errors import ConfigError
     from aikd.sweep.run import run_sweep
 
     spec = _spec(tmp_path, labelled_run, fr_run, "unmeasured")
+    fixed = {"max_steps": 14} | {k.removeprefix("fixed."): v for k, v in overrides.items() if k.startswith("fixed.")}
     with pytest.raises(ConfigError, match=message):
-        run_sweep(load_spec(spec, SweepConfig, {"fixed": {"max_steps": 14, **fixed}}))
+        run_sweep(load_spec(spec, SweepConfig, {"fixed": fixed} | {k: v for k, v in overrides.items()
+                                                                   if not k.startswith("fixed.")}))
     assert not (tmp_path / "sweeps" / "unmeasured").exists()
 
 

@@ -45,20 +45,37 @@ SPEC_FILE = "sweep.json"
 TUNE_DIR = "tune"
 
 
-def held_out_faces(base: DistillConfig) -> tuple[int, int]:
-    """The validation faces the trials will hold out (whole identities) and the mated pairs among them."""
+def validation_coverage(base: DistillConfig, labels: list[str]) -> dict[str, tuple[int, int]]:
+    """Per teacher column: the validation faces the trials will hold out (whole identities) that it
+    labels, and the mated pairs among them (unlabelled rows never reach validation)."""
+    import numpy as np
     import pyarrow.parquet as pq
 
     from aikd.data.shards import shard_files
 
-    counts: dict[str, int] = {}
+    counts: dict[str, dict[str, int]] = {label: {} for label in labels}
     for uri in base.data.shards:
         for f in shard_files(uri):
-            subjects = pq.read_table(f.path, filesystem=f.fs, columns=[SUBJECT_ID]).column(SUBJECT_ID).to_pylist()
-            for s, out in zip(subjects, held_out({SUBJECT_ID: subjects}, base.data), strict=True):
-                if out and s is not None:
-                    counts[s] = counts.get(s, 0) + 1
-    return sum(counts.values()), sum(n * (n - 1) // 2 for n in counts.values())
+            t = pq.read_table(f.path, filesystem=f.fs, columns=[SUBJECT_ID, *labels])
+            subjects = t.column(SUBJECT_ID).to_pylist()
+            out = held_out({SUBJECT_ID: subjects}, base.data)
+            for label in labels:
+                finite = np.isfinite(t.column(label).to_numpy(zero_copy_only=False).astype(np.float64))
+                for s in np.asarray(subjects, dtype=object)[out & finite]:
+                    counts[label][s] = counts[label].get(s, 0) + 1
+    return {label: (sum(c.values()), sum(n * (n - 1) // 2 for n in c.values())) for label, c in counts.items()}
+
+
+def _unusable(cfg: SweepConfig, base: DistillConfig, faces: int, pairs: int) -> str | None:
+    """Why a teacher's labelled validation faces cannot give the sweep's metric (None: they can)."""
+    if faces == 0:
+        return (f"labels none of the held-out identities (data.val_fraction {base.data.val_fraction}; a "
+                f"teacher needing an FR head's classes labels only identities that head was trained on)")
+    if base.validation.needs_pauc and pairs < base.validation.min_mated_pairs:
+        return (f"gives {pairs} mated pairs among the held-out identities it labels, fewer than "
+                f"validation.min_mated_pairs = {base.validation.min_mated_pairs} that {cfg.metric} needs: raise "
+                f"data.val_fraction or use data with more images per identity")
+    return None
 
 
 def trial_base(cfg: SweepConfig, data: dict, home: Location) -> tuple[dict, DistillConfig]:
@@ -78,17 +95,12 @@ def trial_base(cfg: SweepConfig, data: dict, home: Location) -> tuple[dict, Dist
     return fixed, validate(DistillConfig, fixed | {"name": "check", "storage": home.uri}, source="sweep base")
 
 
-def _check_validation(cfg: SweepConfig, base: DistillConfig) -> None:
-    """Every trial must measure the metric: validation faces, and mated pairs among them for a pAUC."""
-    faces, pairs = held_out_faces(base)
-    if faces == 0:
-        raise ConfigError(f"no validation faces: data.val_fraction {base.data.val_fraction} of the identities "
-                          f"holds none out, and a sweep validates on held-out identities: raise data.val_fraction")
-    if base.validation.needs_pauc and pairs < base.validation.min_mated_pairs:
-        raise ConfigError(f"the sweep's metric {cfg.metric} needs mated pairs in validation: the held-out "
-                          f"identities (data.val_fraction {base.data.val_fraction}) give {pairs}, fewer than "
-                          f"validation.min_mated_pairs = {base.validation.min_mated_pairs}: raise "
-                          f"data.val_fraction or use data with more images per identity")
+def _check_validation(cfg: SweepConfig, base: DistillConfig, coverage: dict, labels: list[str]) -> None:
+    """Every trial must measure the metric: labelled validation faces, and mated pairs among them for a pAUC."""
+    for label in labels:
+        why = _unusable(cfg, base, *coverage[label])
+        if why is not None:
+            raise ConfigError(f"teacher {label} {why}")
 
 
 def _concurrency(cfg: SweepConfig, base: DistillConfig) -> int:
@@ -155,16 +167,22 @@ def run_sweep(cfg: SweepConfig) -> dict:
     data = load_base(cfg)
     fixed, base = trial_base(cfg, data, home)
     columns = quality_columns(base.data.shards)
-    space = cfg.space or default_space(base, columns)
+    coverage = validation_coverage(base, columns)
+    space = cfg.space
+    if space is None:  # the default searches the teachers whose labels can validate a trial
+        usable = [c for c in columns if _unusable(cfg, base, *coverage[c]) is None]
+        for c in sorted(set(columns) - set(usable)):
+            print(f"sweep: note: not searching teacher {c}: it {_unusable(cfg, base, *coverage[c])}", flush=True)
+        space = default_space(base, usable or [base.data.label])
     check_space(fixed, space, columns, cfg.start_with)
-    _check_validation(cfg, base)
+    labels = list(space["data.label"].values) if "data.label" in space else [base.data.label]
+    _check_validation(cfg, base, coverage, labels)
     _check_same_spec(cfg, home, data)
     if home.join(SUMMARY_FILE).exists():  # finished: its winner is registered already
         print(f"sweep: {home.uri} has finished; its summary stands (a new search needs a new name)", flush=True)
         return home.join(SUMMARY_FILE).read_json() | {"skipped": True}
     ensure_ray(dashboard=True)  # Ray Train frees a stopped trial's workers through the State API
     concurrency = _concurrency(cfg, base)
-    labels = list(space["data.label"].values) if "data.label" in space else [base.data.label]
     shared = SharedWork.make(base, labels)
     print(f"sweep: {cfg.trials} trials of {len(shared.units)} row groups, {concurrency} at a time, "
           f"ranked by {cfg.metric} ({cfg.direction}); searching {', '.join(space)}", flush=True)
