@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
-from aikd.config import DistillConfig, SweepConfig, validate
+from aikd.config import Dimension, DistillConfig, SweepConfig, validate
 from aikd.data.schema import SUBJECT_ID
 from aikd.data.split import held_out
 from aikd.distill.run import SharedWork, register_student
@@ -162,7 +163,20 @@ def _tuner(cfg: SweepConfig, space: dict, trainable, home: Location, concurrency
         run_config=tune.RunConfig(name=TUNE_DIR, storage_path=home.path, storage_filesystem=home.fs, verbose=1))
 
 
-def run_sweep(cfg: SweepConfig) -> dict:
+@dataclass(frozen=True)
+class SweepPlan:
+    """What the checks settled before any Ray work: the trials' base spec, the space, the teachers."""
+
+    home: Location
+    data: dict  # the base as loaded, with `fixed` set
+    fixed: dict  # the spec every trial starts from
+    base: DistillConfig
+    space: dict[str, Dimension]
+    labels: list[str]
+
+
+def plan_sweep(cfg: SweepConfig) -> SweepPlan:
+    """Load the base, pick the space and check it all, each failure one line, before any trial."""
     home = resolve(cfg.storage).join(cfg.name)
     data = load_base(cfg)
     fixed, base = trial_base(cfg, data, home)
@@ -177,13 +191,19 @@ def run_sweep(cfg: SweepConfig) -> dict:
     check_space(fixed, space, columns, cfg.start_with)
     labels = list(space["data.label"].values) if "data.label" in space else [base.data.label]
     _check_validation(cfg, base, coverage, labels)
-    _check_same_spec(cfg, home, data)
+    return SweepPlan(home, data, fixed, base, space, labels)
+
+
+def run_sweep(cfg: SweepConfig) -> dict:
+    plan = plan_sweep(cfg)
+    home, fixed, base, space = plan.home, plan.fixed, plan.base, plan.space
+    _check_same_spec(cfg, home, plan.data)
     if home.join(SUMMARY_FILE).exists():  # finished: its winner is registered already
         print(f"sweep: {home.uri} has finished; its summary stands (a new search needs a new name)", flush=True)
         return home.join(SUMMARY_FILE).read_json() | {"skipped": True}
     ensure_ray(dashboard=True)  # Ray Train frees a stopped trial's workers through the State API
     concurrency = _concurrency(cfg, base)
-    shared = SharedWork.make(base, labels)
+    shared = SharedWork.make(base, plan.labels)
     print(f"sweep: {cfg.trials} trials of {len(shared.units)} row groups, {concurrency} at a time, "
           f"ranked by {cfg.metric} ({cfg.direction}); searching {', '.join(space)}", flush=True)
 
@@ -202,7 +222,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
         grid = _tuner(cfg, space, trainable, home, concurrency).fit()
         rows = collect(grid, space, cfg.metric, cfg.direction, home.join(TRIALS))
         outcome = write_outcome(home, rows, space, cfg.metric, cfg.direction)
-        summary = _summary(cfg, home, rows, outcome, concurrency, fixed)
+        summary = _summary(cfg, home, rows, outcome, concurrency)
         if tracker is not None:
             _close_trial_runs(tracker, rows)
             tracker.log_metrics({f"best.{cfg.metric}": summary["best"]["metric"]} if summary["best"] else {})
@@ -217,7 +237,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     return summary
 
 
-def _summary(cfg: SweepConfig, home: Location, rows, outcome: dict, concurrency: int, fixed: dict) -> dict:
+def _summary(cfg: SweepConfig, home: Location, rows, outcome: dict, concurrency: int) -> dict:
     best = outcome["best"]
     counts = {s: sum(r.status == s for r in rows) for s in ("completed", "stopped", "failed")}
     summary = {"job": "sweep", "sweep": home.uri, "metric": cfg.metric, "mode": cfg.direction,
