@@ -155,21 +155,23 @@ def test_a_finished_sweep_started_again_registers_nothing_new(grid_sweep, capsys
 
 
 def test_early_stopping_reports_a_stopped_trial_as_stopped(labelled_run, fr_run, tmp_path):
-    """Two trials whose initial heads differ only in the teacher they are judged against: at the first
-    rung (grace 1) the second is behind the first, and ASHA stops it."""
+    """The second trial regresses the raw norm labels (about 20 +- 5) with an untrained head: its quality
+    loss is tens of times the first trial's (standardised labels) from its first validation on, so ASHA
+    (grace 1) stops it at the first rung."""
     spec = _spec(tmp_path, labelled_run, fr_run, "asha", trials=2, metric="val_quality_loss",
-                 early_stop={"grace": 1, "reduction_factor": 2},
-                 space={"data.label": {"type": "choice", "values": ["q_serfiq", "q_norm"]}},
-                 start_with=[{"data.label": "q_norm"}, {"data.label": "q_serfiq"}])
+                 fixed={"max_steps": 14, "data.label": "q_norm"}, early_stop={"grace": 1, "reduction_factor": 2},
+                 space={"objective.label_scaling": {"type": "choice", "values": ["standardize", "none"]}},
+                 start_with=[{"objective.label_scaling": "standardize"}, {"objective.label_scaling": "none"}])
     with _sweep(spec, tmp_path / "asha.log") as proc:
         assert proc.wait(timeout=600) == 0, (tmp_path / "asha.log").read_text()[-3000:]
     home = resolve(str(tmp_path / "sweeps" / "asha"))
     summary = home.join("summary.json").read_json()
-    table = {r["data.label"]: r for r in _table(home)}
+    table = {r["objective.label_scaling"]: r for r in _table(home)}
     assert (summary["completed"], summary["stopped"], summary["failed"]) == (1, 1, 0)
-    assert table["q_serfiq"]["status"] == "stopped" and table["q_serfiq"]["validations"] == "1"
-    assert table["q_norm"]["status"] == "completed"
-    run = MlflowClient().get_run(table["q_serfiq"]["mlflow_run"])
+    assert table["none"]["status"] == "stopped" and table["none"]["validations"] == "1"
+    assert float(table["none"]["metric"]) > 10 * float(table["standardize"]["metric"])
+    assert table["standardize"]["status"] == "completed" and table["standardize"]["steps"] == "14"
+    run = MlflowClient().get_run(table["none"]["mlflow_run"])
     assert run.info.status == "KILLED" and run.data.tags["aikd.trial_status"] == "stopped"
 
 
