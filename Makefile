@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]" "$(TORCH)"
 	touch $(STAMP)
 
-# Two pytest processes: the cluster test's `ray stop` would end the first one's local Ray.
+# Two pytest processes: the cluster tests start Ray nodes with `ray start` (token auth on),
+# the rest one local Ray instance; neither process inherits the other's Ray state.
 test: install
 	$(PY) -m pytest tests -m "not cluster"
 	$(PY) -m pytest tests -m cluster

@@ -2,6 +2,7 @@
 
 import pytest
 
+from aikd.actor_pool import remote_args
 from aikd.config import (
     DataConfig,
     DistillConfig,
@@ -68,6 +69,22 @@ def test_resources_become_ray_trains_scaling_config():
     assert (cpu.num_workers, cpu.use_gpu, cpu.resources_per_worker) == (3, False, {"CPU": 0.5})
     gpu = scaling_config(Resources(workers=8, cpus_per_worker=4, gpus_per_worker=1))
     assert (gpu.num_workers, gpu.use_gpu, gpu.resources_per_worker) == (8, True, {"CPU": 4, "GPU": 1})
+
+
+def test_workers_can_be_pinned_to_labelled_nodes_and_spread_across_them():
+    train = scaling_config(Resources(workers=2, custom={"aikd_worker": 0.01}, placement="strict_spread"))
+    assert train.resources_per_worker == {"CPU": 1.0, "aikd_worker": 0.01}
+    assert train.placement_strategy == "STRICT_SPREAD"
+    assert scaling_config(Resources()).placement_strategy == "PACK"
+    assert remote_args(Resources(custom={"gpu_node": 1}, placement="spread")) == {
+        "resources": {"gpu_node": 1}, "scheduling_strategy": "SPREAD"}
+    assert remote_args(Resources()) == {}
+
+
+@pytest.mark.parametrize("custom", [{"GPU": 1}, {"CPU": 2}, {"aikd_worker": 0}])
+def test_custom_resources_are_named_and_positive(custom):
+    with pytest.raises(ValueError, match="custom resource"):
+        Resources(custom=custom)
 
 
 def test_a_worker_given_no_gpu_runs_on_the_cpu():

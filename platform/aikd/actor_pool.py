@@ -17,6 +17,14 @@ from aikd.data.pacing import paced
 from aikd.errors import AikdError
 
 
+def remote_args(resources: Resources) -> dict:
+    """Ray options of one actor beyond CPUs and GPUs: custom resources and, unless packed, spreading."""
+    args: dict = {"resources": resources.custom} if resources.custom else {}
+    if resources.placement != "pack":
+        args["scheduling_strategy"] = "SPREAD"
+    return args
+
+
 def pool_size(resources: Resources, items: int) -> int:
     """As many actors as asked for, never more than there are items to give them."""
     return max(1, min(resources.workers, items))
@@ -27,7 +35,7 @@ def map_actors(items: list[dict], actor: type, kwargs: dict, resources: Resource
 
     ``actor.__call__`` receives a numpy batch holding one item (its fields as columns)
     and returns or yields output batches. Each actor asks Ray for ``cpus_per_worker``
-    and ``gpus_per_worker``; it finds its device with :func:`aikd.runtime.actor_device`.
+    and ``gpus_per_worker`` (and its ``custom`` resources); it finds its device with :func:`aikd.runtime.actor_device`.
     """
     if not items:
         raise AikdError(f"{actor.__name__}: no work items (no shards or row groups to read)")
@@ -35,7 +43,7 @@ def map_actors(items: list[dict], actor: type, kwargs: dict, resources: Resource
     ds = ds.map_batches(
         actor, fn_constructor_kwargs=kwargs, batch_size=1, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=pool_size(resources, len(items))),
-        num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker,
+        num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker, **remote_args(resources),
     )
     return paced(ds)
 
@@ -50,6 +58,6 @@ def then_actors(ds: ray.data.Dataset, actor: type, kwargs: dict, resources: Reso
     ds = ds.map_batches(
         actor, fn_constructor_kwargs=kwargs, batch_size=None, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=pool_size(resources, blocks)),
-        num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker,
+        num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker, **remote_args(resources),
     )
     return paced(ds)

@@ -111,6 +111,21 @@ class Resources(Frozen):
     workers: int = Field(2, ge=1, description="training workers or actors")
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0, description="0: CPU only; 1: one GPU each; fractions share one")
+    custom: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources each worker asks for, e.g. {gpu_node: 0.01} to "
+        "keep workers on the nodes started with --resources '{\"gpu_node\": 1}'")
+    placement: Literal["pack", "spread", "strict_spread"] = Field(
+        "pack", description="pack: fill a node first; spread: across nodes where possible; strict_spread: one "
+        "worker per node (Ray Train's placement group strategy; actors: spread for both spread kinds)")
+
+    @field_validator("custom")
+    @classmethod
+    def _custom_names(cls, custom: dict[str, float]) -> dict[str, float]:
+        for name, amount in custom.items():
+            if name in ("CPU", "GPU", "memory") or amount <= 0:
+                raise ValueError(f"custom resource {name}: {amount}: give a custom name (CPU and GPU have their "
+                                 "own fields) and an amount > 0")
+        return custom
 
     @property
     def use_gpu(self) -> bool:

@@ -38,10 +38,11 @@ SUMMARY_FILE = "summary.json"
 
 
 def scaling_config(resources: Resources) -> ScalingConfig:
-    per_worker = {"CPU": resources.cpus_per_worker}
+    per_worker = {"CPU": resources.cpus_per_worker} | resources.custom
     if resources.use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
-    return ScalingConfig(num_workers=resources.workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker)
+    return ScalingConfig(num_workers=resources.workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker,
+                         placement_strategy=resources.placement.upper())
 
 
 def _user_error(err: Exception) -> AikdError | None:

@@ -52,7 +52,7 @@ def test_train_state_round_trips_through_json():
 def test_specs_validate_with_errors_naming_the_field(tmp_path):
     cfg = load_spec("jobs/distill.yaml", DistillConfig)
     assert cfg.engine.zero_stage == 0 and cfg.resources.workers == 2 and cfg.bootstrap is not None
-    gpu = load_spec("jobs/distill_gpu_reference.yaml", DistillConfig)
+    gpu = load_spec("jobs/distill_gpu.yaml", DistillConfig)
     assert (gpu.student.backbone, gpu.data.image_size, gpu.engine.precision, gpu.engine.micro_batch,
             gpu.engine.zero_stage, gpu.resources.gpus_per_worker) == ("iresnet100", 112, "bf16", 64, 1, 1)
     with pytest.raises(ConfigError, match=r"engine.zero_stage: Input should be 0, 1 or 2"):

@@ -103,6 +103,10 @@ def test_concurrency_is_what_the_cluster_fits_of_one_trial():
     assert fit_concurrency(need, {"CPU": 1.0}) == 0
     gpu = validate(DistillConfig, BASE | {"resources": {"workers": 2, "cpus_per_worker": 4, "gpus_per_worker": 1}})
     assert fit_concurrency(trial_resources(gpu, sweep().resources), {"CPU": 64.0, "GPU": 8.0}) == 4
+    pinned = validate(DistillConfig, BASE | {"resources": {"workers": 2, "custom": {"aikd_worker": 1}}})
+    need = trial_resources(pinned, sweep().resources)
+    assert need["aikd_worker"] == 2  # two labelled nodes hold one trial at a time
+    assert fit_concurrency(need, {"CPU": 64.0, "aikd_worker": 2.0}) == 1
 
 
 def test_sweep_spec_refuses_a_metric_against_its_direction():

@@ -218,7 +218,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
             tags["mlflow.parentRunId"] = tracker.run_id
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, base=fixed, shared=shared, home=home.uri, tags=tags),
-            {"cpu": cfg.resources.cpus_per_worker})
+            {"cpu": cfg.resources.cpus_per_worker} | cfg.resources.custom)
         grid = _tuner(cfg, space, trainable, home, concurrency).fit()
         rows = collect(grid, space, cfg.metric, cfg.direction, home.join(TRIALS))
         outcome = write_outcome(home, rows, space, cfg.metric, cfg.direction)

@@ -174,9 +174,13 @@ def optuna_distribution(dim: Dimension):
 def trial_resources(base: DistillConfig, driver: Resources) -> dict[str, float]:
     """What one trial holds at once: its driver, its Train workers and its decode/warp actors."""
     train, decode = base.resources, base.data.resources
-    return {"CPU": driver.cpus_per_worker + train.workers * train.cpus_per_worker
+    need = {"CPU": driver.cpus_per_worker + train.workers * train.cpus_per_worker
             + decode.workers * decode.cpus_per_worker,
             "GPU": train.workers * train.gpus_per_worker}
+    for group in (driver, train, decode):
+        for name, amount in group.custom.items():
+            need[name] = need.get(name, 0.0) + group.workers * amount
+    return need
 
 
 def fit_concurrency(need: dict[str, float], cluster: dict[str, float]) -> int:

@@ -1,0 +1,342 @@
+"""Jobs on a Ray cluster of three nodes: a head and two workers started with `ray start` on this machine.
+
+Every node is a `ray start --block` process in its own session with its own temp dir
+(so each unpacks its own copy of the job's working dir), torn down by pid. Worker nodes
+carry the custom resource ``aikd_worker`` (and ``node_<name>``), so a job can be kept
+off the head. Data, checkpoints, runs, registry artifacts (through the tracking server)
+and outputs all live in the local S3 bucket: the only thing the nodes share is S3.
+
+Runs in its own pytest process (marker ``cluster``, see the Makefile).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+
+import psutil
+import pyarrow.compute as pc
+import pytest
+
+from aikd.models.weights import load_model
+from aikd.score.run import read_scores
+from aikd.storage import resolve
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.multinode]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+BUCKET = "aikd-test"  # the s3_server fixture's bucket
+ON_WORKERS = ["resources.custom={aikd_worker: 0.5}"]  # keep a job's workers or actors off the head
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """One Ray node: a `ray start --block` process and its children, in a session of their own."""
+
+    def __init__(self, name: str, args: list[str], env: dict, tmp) -> None:
+        self.name, self.log = name, open(tmp / f"node-{name}.log", "w")
+        # Ray's socket paths must stay under 108 bytes: a short temp dir of the node's own
+        self.temp = tempfile.mkdtemp(prefix=f"aikd-{name}-", dir="/tmp")
+        self.proc = subprocess.Popen([RAY, "start", "--block", "--temp-dir", self.temp, *args],
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def raylet_pid(self) -> int:
+        pids = [p.pid for p in psutil.Process(self.proc.pid).children(recursive=True) if p.name() == "raylet"]
+        assert len(pids) == 1, f"node {self.name}: raylets {pids}"
+        return pids[0]
+
+    def kill_raylet(self) -> None:
+        """Preemption: the node's raylet dies at once; its workers follow it."""
+        os.kill(self.raylet_pid(), signal.SIGKILL)
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+@dataclass
+class Cluster:
+    env: dict
+    address: str
+    gcs: str
+    tmp: object
+    nodes: dict[str, Node] = field(default_factory=dict)
+
+    def add_worker(self, name: str) -> None:
+        self.nodes[name] = Node(name, ["--address", self.gcs, "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
+                                       "--object-store-memory", str(400 * 2**20), "--resources",
+                                       json.dumps({"aikd_worker": 1, f"node_{name}": 1})], self.env, self.tmp)
+        self.wait_for(lambda nodes: name in nodes)
+
+    def api(self, path: str, **query) -> dict:
+        """The dashboard's HTTP API with the cluster's token (no Ray client state in this process)."""
+        url = f"{self.address}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+        with open(os.path.expanduser("~/.ray/auth_token")) as f:
+            token = f.read().strip()
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def state(self, kind: str, **filters) -> list[dict]:
+        """Ray's state API over HTTP: nodes or actors, filtered by equality."""
+        query = {"limit": 10_000, "detail": 1, "filter_keys": list(filters), "filter_predicates": ["="] * len(filters),
+                 "filter_values": list(filters.values())}
+        url = f"/api/v0/{kind}?" + urllib.parse.urlencode(query, doseq=True)
+        return self.api(url)["data"]["result"]["result"]
+
+    def job_id(self, submission: str) -> str | None:
+        return self.api(f"/api/jobs/{submission}").get("job_id")
+
+    def alive(self) -> dict[str, str]:
+        """Alive nodes by name (head, a, b, ...) -> node id."""
+        names = {}
+        for n in self.state("nodes", state="ALIVE"):
+            tagged = [k[5:] for k in n["resources_total"] if k.startswith("node_")]
+            names["head" if n["is_head_node"] else tagged[0]] = n["node_id"]
+        return names
+
+    def wait_for(self, ready, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for node in self.nodes.values():
+                assert node.proc.poll() is None or node.name in self.dead.values(), \
+                    f"node {node.name} exited: {(self.tmp / f'node-{node.name}.log').read_text()[-2000:]}"
+            try:
+                if ready(self.alive()):
+                    return
+            except Exception:  # the dashboard is still starting
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster not ready: alive {self.alive()}")
+            time.sleep(1)
+
+    def actor_nodes(self, job_id: str, class_part: str) -> list[str]:
+        """Names of the nodes that ran the job's actors of this class asking for ``aikd_worker``."""
+        by_id = {v: k for k, v in self.alive().items()} | self.dead
+        return sorted(by_id.get(a["node_id"], a["node_id"]) for a in self.state("actors", job_id=job_id)
+                      if class_part in a["class_name"] and a["node_id"]  # never placed: no node
+                      and _asks_for(a.get("required_resources") or {}, "aikd_worker"))
+
+    dead: dict[str, str] = field(default_factory=dict)  # node id -> name of nodes stopped by a test
+
+    def next_name(self) -> str:
+        """A new worker's name: the letter after the last worker's."""
+        return chr(ord(max(n for n in self.nodes if n != "head")) + 1)
+
+    def preempt(self, name: str) -> None:
+        self.dead[self.alive()[name]] = name
+        self.nodes[name].kill_raylet()
+        self.wait_for(lambda nodes: name not in nodes)
+
+
+def _asks_for(required: dict, resource: str) -> bool:
+    """In a placement group the resource is named per bundle (``aikd_worker_group_0_<pg>``)."""
+    return any(k == resource or k.startswith(f"{resource}_group_") for k in required)
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cluster")
+    env = dict(os.environ, RAY_AUTH_MODE="token",
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    gcs, dashboard = f"127.0.0.1:{_free_port()}", _free_port()
+    c = Cluster(env, f"http://127.0.0.1:{dashboard}", gcs, tmp)
+    c.nodes["head"] = Node("head", ["--head", "--node-ip-address", "127.0.0.1", "--port", gcs.split(":")[1],
+                                    "--num-cpus", "1", "--object-store-memory", str(400 * 2**20),
+                                    "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+                                    "--disable-usage-stats"], env, tmp)
+    try:
+        c.wait_for(lambda nodes: "head" in nodes)
+        for name in ("a", "b"):
+            c.add_worker(name)
+        yield c
+    finally:
+        for node in reversed(list(c.nodes.values())):
+            node.stop()
+
+
+def _submit_args(c: Cluster, spec: str, overrides: list[str], job_id: str, env_vars: dict | None = None) -> list[str]:
+    args = [RAY, "job", "submit", "--address", c.address, "--submission-id", job_id, "--working-dir", "."]
+    if env_vars:
+        args += ["--runtime-env-json", json.dumps({"env_vars": env_vars})]
+    args += ["--", spec]
+    for o in overrides:
+        args += ["--set", o]
+    return args
+
+
+def submit(c: Cluster, spec: str, overrides: list[str], env_vars: dict | None = None) -> str:
+    """Run a spec through `ray job submit` and wait; returns the Ray job id."""
+    job = f"aikd-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run(_submit_args(c, spec, overrides, job, env_vars), cwd=REPO, env=c.env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]  # the job's own status
+    return c.job_id(job)
+
+
+@pytest.fixture(scope="module")
+def shared(cluster, mlflow_server):
+    """Inputs on S3 built once on the cluster by the embedded default, and the overrides every job shares."""
+    root = f"s3://{BUCKET}/multinode-{uuid.uuid4().hex[:8]}"
+    common = [f"tracking.uri={mlflow_server}"]
+    bootstrap = [f"bootstrap.root={root}/default", "bootstrap.identities=24", "bootstrap.samples_per_identity=6",
+                 "bootstrap.fr_epochs=1", "bootstrap.serfiq_passes=10"]
+    # 2 workers x micro-batch 8 over ~130 training faces: 8 steps an epoch, a checkpoint every 4
+    distill = bootstrap + common + ON_WORKERS + [
+        f"storage={root}/runs", "resources.placement=strict_spread", "engine.zero_stage=1",
+        "engine.micro_batch=8", "optim.val_every=0.5", "epochs=2"]
+    return root, common, bootstrap, distill
+
+
+@pytest.fixture(scope="module")
+def distilled(cluster, shared):
+    root, _, _, distill = shared
+    job = submit(cluster, "jobs/distill.yaml", distill + ["name=spread"])
+    return job, json.loads(resolve(f"{root}/runs/spread/summary.json").read_text())
+
+
+def test_distillation_runs_its_two_train_workers_on_two_nodes(cluster, distilled):
+    job, summary = distilled
+    assert cluster.actor_nodes(job, "RayTrainWorker") == ["a", "b"]  # strict spread, off the head
+    assert summary["run"].startswith("s3://") and summary["steps"] == summary["consumed"] // (2 * 8) >= 8
+    assert summary["registered"]["uri"].startswith("models:/aikd-student/")
+    _, card = load_model(summary["student"])  # best/ on S3
+    assert card.kind == "student" and card.lineage["label"] == "q_serfiq"
+
+
+def test_a_preempted_node_costs_steps_since_the_checkpoint_not_the_run(cluster, shared, distilled):
+    """Node b's raylet dies after the first checkpoint and a new node joins: the run ends as an uninterrupted one."""
+    root, _, _, distill = shared
+    run = resolve(f"{root}/runs/preempted")
+    job = f"aikd-{uuid.uuid4().hex[:8]}"
+    with open(cluster.tmp / "preempted.log", "w") as log:
+        proc = subprocess.Popen(_submit_args(cluster, "jobs/distill.yaml", distill + ["name=preempted"], job),
+                                cwd=REPO, env=cluster.env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait(lambda: run.join("checkpoint_manager_snapshot.json").exists() or proc.poll() is not None, 600)
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            cluster.preempt("b")
+            cluster.add_worker(cluster.next_name())
+            assert proc.wait(timeout=900) == 0, (cluster.tmp / "preempted.log").read_text()[-4000:]
+        finally:
+            proc.kill()
+    summary = json.loads(run.join("summary.json").read_text())
+    _, uninterrupted = distilled
+    assert (summary["steps"], summary["consumed"]) == (uninterrupted["steps"], uninterrupted["consumed"])
+    workers = cluster.actor_nodes(cluster.job_id(job), "RayTrainWorker")
+    assert "b" in workers and len(set(workers) - {"a", "b"}) == 1  # the run moved on to the new node
+
+
+def _wait(done, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def test_a_sweep_runs_its_trials_on_the_cluster(cluster, shared, distilled):
+    root, common, bootstrap, _ = shared
+    submit(cluster, "jobs/sweep.yaml", common + [
+        f"storage={root}/sweeps", "trials=2", "fixed.max_steps=4", f"fixed.bootstrap.root={root}/default",
+        "fixed.resources.custom={aikd_worker: 0.5}",
+        "metric=val_quality_loss"])  # 24 identities hold too few mated pairs out for a pAUC
+    summary = json.loads(resolve(f"{root}/sweeps/default-sweep/summary.json").read_text())
+    assert summary["trials"] == 2 and summary["failed"] == 0
+    assert summary["registered"]["uri"].startswith("models:/aikd-student/")
+
+
+WHOLE_POOL = {"RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S": "120"}  # Ray Data starts streaming once all actors are up
+
+
+@pytest.fixture(scope="module")
+def gallery(shared) -> tuple[str, int]:
+    """A gallery of 12 shards on S3 (12 work units, so both scoring actors get work)."""
+    from aikd.data.synth import SynthConfig, write_synthetic
+
+    uri = f"{shared[0]}/gallery"
+    summary = write_synthetic(uri, SynthConfig(identities=40, samples_per_identity=6, seed=11), rows_per_shard=20)
+    return uri, summary["rows"]
+
+
+def _score_overrides(gallery: str, common: list[str], out: str) -> list[str]:
+    # a model actor takes a whole worker node's aikd_worker: the two land on the two worker nodes
+    # (and the stream waits for both: a small gallery could otherwise be done before the second starts)
+    return common + [f"shards=[{gallery}]", f"out={out}", "resources.workers=2", "resources.custom={aikd_worker: 1}",
+                     "resources.placement=spread", "decode.workers=2"]
+
+
+def test_gallery_scoring_puts_its_actors_on_both_worker_nodes(cluster, shared, distilled, gallery):
+    root, common, _, _ = shared
+    job = submit(cluster, "jobs/score.yaml", _score_overrides(gallery[0], common, f"{root}/scores"), WHOLE_POOL)
+    summary = json.loads(resolve(f"{root}/scores/_summary.json").read_text())
+    assert summary["rows"] == gallery[1] == summary["rows_scored"] + summary["rejected"]
+    assert summary["models"][0]["uri"].startswith("models:/aikd-student/")  # resolved from @candidate
+    assert set(cluster.actor_nodes(job, "Scorer")) == set(cluster.alive()) - {"head"}
+
+
+def test_a_preempted_node_loses_no_gallery_face(cluster, shared, distilled, gallery):
+    """A worker node holding a scoring actor dies mid-job and another joins: every face scored exactly once."""
+    root, common, _, _ = shared
+    out, job = f"{root}/scores-preempted", f"aikd-{uuid.uuid4().hex[:8]}"
+    overrides = _score_overrides(gallery[0], common, out)
+    with open(cluster.tmp / "score-preempted.log", "w") as log:
+        proc = subprocess.Popen(_submit_args(cluster, "jobs/score.yaml", overrides, job, WHOLE_POOL),
+                                cwd=REPO, env=cluster.env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            victim = _scoring_node(cluster, job, proc)
+            cluster.preempt(victim)
+            cluster.add_worker(cluster.next_name())
+            assert proc.wait(timeout=900) == 0, (cluster.tmp / "score-preempted.log").read_text()[-4000:]
+        finally:
+            proc.kill()
+    summary = json.loads(resolve(f"{out}/_summary.json").read_text())
+    scores = read_scores(out)
+    ids = scores.filter(pc.equal(scores["model"], summary["models"][0]["name"]))["image_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == summary["rows_scored"] == gallery[1] - summary["rejected"]
+    assert summary["rows_scored"] > 0.9 * gallery[1]
+
+
+def _maybe(fn, *args):
+    try:
+        return fn(*args)
+    except urllib.error.HTTPError:  # the job is not registered yet
+        return None
+
+
+def _scoring_node(cluster: Cluster, submission: str, proc) -> str:
+    """The worker node of the first live scoring actor of a running job."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        job_id = _maybe(cluster.job_id, submission)
+        if job_id:
+            names = {v: k for k, v in cluster.alive().items()}
+            for a in cluster.state("actors", job_id=job_id, state="ALIVE"):
+                if "Scorer" in a["class_name"] and names.get(a["node_id"], "head") != "head":
+                    return names[a["node_id"]]
+        time.sleep(0.2)
+    raise AssertionError("no scoring actor started on a worker node before the job ended")
