@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from aikd.actor_pool import map_actors
 from aikd.align import degenerate_reason, perturb, similarity_batch, template, warp_rgb
@@ -53,6 +54,16 @@ class RejectLog:
 
     def get(self) -> list[tuple[str, str]]:
         return sorted(self.rows.items())
+
+
+def _on_this_node(actor):
+    """The actor placed on the caller's node (the job's driver): it lives as long as the one reading it.
+
+    Left to Ray, a 0-CPU actor may land on any node, and a worker node lost mid-run
+    would take the log (and the run's summary) with it.
+    """
+    here = ray.get_runtime_context().get_node_id()
+    return actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False))
 
 
 def decode(blob: bytes) -> np.ndarray | None:
@@ -237,6 +248,6 @@ def face_pipeline(cfg: DataConfig, split: Split = "train", epochs: int | range =
     items = [{"epoch": epoch, "uri": u.uri, "row_group": u.row_group} for epoch, u in ordered]
     if not items:
         raise AikdError(f"nothing to read: {len(units)} row groups, epochs {epoch_range}")
-    log = RejectLog.remote()
+    log = _on_this_node(RejectLog).remote()
     ds = map_actors(items, PairMaker, {"cfg": cfg, "split": split, "reject_log": log}, cfg.resources)
     return FacePipeline(ds, log, units, skipped)
