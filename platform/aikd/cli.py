@@ -60,9 +60,18 @@ def _overrides(pairs: list[str]) -> dict:
 
 def _jobs() -> dict:
     """Job kind -> (config model, runner); imported lazily so `aikd --help` stays fast."""
-    from aikd.config import DistillConfig, EvaluateConfig, FRTrainConfig, LabelConfig, ScoreConfig, SweepConfig
+    from aikd.config import (
+        DistillConfig,
+        EvaluateConfig,
+        ExperimentConfig,
+        FRTrainConfig,
+        LabelConfig,
+        ScoreConfig,
+        SweepConfig,
+    )
     from aikd.distill.run import run_distill
     from aikd.evaluate.report import run_evaluate
+    from aikd.experiment import run_experiment
     from aikd.frtrain import run_fr_train
     from aikd.label import run_label
     from aikd.score.run import run_score
@@ -70,7 +79,8 @@ def _jobs() -> dict:
 
     return {"fr-train": (FRTrainConfig, run_fr_train), "label": (LabelConfig, run_label),
             "distill": (DistillConfig, run_distill), "evaluate": (EvaluateConfig, run_evaluate),
-            "score": (ScoreConfig, run_score), "sweep": (SweepConfig, run_sweep)}
+            "score": (ScoreConfig, run_score), "sweep": (SweepConfig, run_sweep),
+            "experiment": (ExperimentConfig, run_experiment)}
 
 
 def run_spec(kind: str | None, spec: str, overrides: dict) -> dict:
@@ -173,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("evaluate", "EDC / pAUC report: FIQA models x alignment conditions"),
                        ("score", "score a face gallery with students (batch, resumable per file)"),
                        ("sweep", "search distillation settings with Ray Tune + Optuna, register the best"),
+                       ("experiment", "teachers x ablations x seeds, one paired evaluation (experiments/)"),
                        ("run", "run any job spec by its 'job:' field (what an executable spec calls)")):
         job = sub.add_parser(kind, help=text)
         job.add_argument("spec", help="job spec YAML (see jobs/)")

@@ -539,6 +539,12 @@ class EvaluateConfig(JobSpec):
     non_mated: int = Field(1_000_000, ge=1)
     pairs_file: str | None = Field(None, description="LFW pairs.txt or CSV; default: pairs built from subject ids")
     batch_size: int = Field(256, ge=1)
+    ci_resamples: int = Field(1000, ge=0, description="identity resamples (bootstrap) behind each pAUC's interval; "
+                              "0: no intervals")
+    ci_level: float = Field(0.95, gt=0, lt=1, description="coverage of the intervals")
+    compare: list[tuple[str, str]] = Field(
+        default_factory=list, description="pairs of model names [a, b]: the paired difference a - b in pAUC with its "
+        "interval and a verdict (better, worse, no detectable difference) per condition")
 
     @property
     def conditions(self) -> list[Condition]:
@@ -574,6 +580,21 @@ class EvaluateConfig(JobSpec):
     def _distinct_names(cls, models: list[FIQASpec]) -> list[FIQASpec]:
         distinct([m.name for m in models], "model names", "they label tables and plots")
         return models
+
+    @model_validator(mode="after")
+    def _comparisons_name_models(self) -> EvaluateConfig:
+        names = [m.name for m in self.models]
+        for a, b in self.compare:
+            for name in (a, b):
+                if name not in names:
+                    raise ValueError(f"compare: {name!r} is not a model name; models: {names}")
+            if a == b:
+                raise ValueError(f"compare: [{a!r}, {b!r}] compares a model with itself")
+        if self.compare and not self.ci_resamples:
+            raise ValueError("compare needs intervals: set ci_resamples above 0")
+        if self.ci_resamples and self.mode != "fixed":
+            raise ValueError("intervals are computed for mode: fixed; set ci_resamples: 0 for reestimated")
+        return self
 
 
 class ScoreModel(Frozen):
@@ -719,3 +740,50 @@ class SweepConfig(JobSpec):
     @property
     def direction(self) -> Literal["min", "max"]:
         return SELECTABLE[self.metric]
+
+
+class ExperimentSweep(Frozen):
+    """A small sweep whose best setting becomes the experiment's variant ``sweep-best``."""
+
+    teacher: str = Field("serfiq", description="the teacher the sweep searches with (its label is fixed)")
+    trials: int = Field(4, ge=1)
+    fixed: dict = Field(default_factory=dict, description="dotted fields every trial shares, e.g. epochs: 1")
+    metric: str = "val_pauc_misaligned"
+    mode: Literal["min", "max"] = "min"
+
+
+class ExperimentConfig(JobSpec):
+    """Teacher vs student over teachers, ablations and seeds on the embedded default (docs/results.md).
+
+    Each (teacher, variant, seed) is a distill run on the default's training faces; one
+    evaluation on faces of new identities scores every teacher and student on the same
+    bootstrap resamples, so each student's paired difference to its teacher, averaged
+    over seeds, gets an interval.
+    """
+
+    kind: ClassVar[str] = "experiment"
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    root: str = Field(description="URI under which runs, the sweep, the evaluation and the tables go")
+    default: EmbeddedDefault = Field(description="the embedded default's inputs (built under its root if missing)")
+    teachers: list[str] = Field(default_factory=lambda: ["serfiq", "crfiqa", "norm"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    distill: dict = Field(default_factory=dict, description="dotted fields every distill run shares")
+    variants: dict[str, dict] = Field(description="variant name -> dotted fields on top of `distill` ({}: AI-KD)")
+    sweep: ExperimentSweep | None = Field(None, description="add the variant sweep-best, found by a sweep")
+    eval_identities: int = Field(100, ge=4, description="new identities the evaluation faces are drawn from")
+    eval_samples_per_identity: int = Field(10, ge=2)
+    misalignment: list[float] = Field(default_factory=lambda: [3.0, 6.0])
+    fmr: list[float] = Field(default_factory=lambda: [1e-3, 1e-2])
+    non_mated: int = Field(200_000, ge=1)
+    ci_resamples: int = Field(1000, ge=100)
+
+    @model_validator(mode="after")
+    def _teachers_are_labelled(self) -> ExperimentConfig:
+        missing = sorted(set(self.teachers) - set(self.default.teachers))
+        if missing:
+            raise ValueError(f"teachers {missing} are not labelled by the default (default.teachers: "
+                             f"{self.default.teachers})")
+        if self.sweep is not None and "sweep-best" in self.variants:
+            raise ValueError("variant name sweep-best is the sweep's: rename yours")
+        return self

@@ -52,21 +52,20 @@ def demo_plan(out: str, distill_epochs: int = 4, eval_identities: int = 80, **si
                          options={"model": fr_model, "passes": default.serfiq_passes}),
                 FIQASpec(name="teacher norm", teacher="norm", options={"model": fr_model}),
                 FIQASpec(name=f"AI-KD student ({teacher})", student=student)],
-        misalignment=[3.0, 6.0], box=True, fmr=[1e-3, 1e-2], non_mated=200_000, resources=default.resources)
+        misalignment=[3.0, 6.0], box=True, fmr=[1e-3, 1e-2], non_mated=200_000, resources=default.resources,
+        compare=[(f"AI-KD student ({teacher})", f"teacher {teacher}")])
     # new identities: another seed draws other people
     eval_synth = SynthConfig(identities=eval_identities, samples_per_identity=10, seed=default.seed + 1)
     return DemoPlan(default, distill, evaluate, eval_faces, eval_synth)
 
 
-def verdict(result: dict, teacher: str, student: str) -> list[str]:
-    """Does the student beat its teacher (lower pAUC@0.2), per condition and FMR? Said as measured."""
-    rows = {(r["model"], r["condition"], r["fmr"]): r for r in result["pauc"]}
+def verdict(result: dict) -> list[str]:
+    """Does the student beat its teacher, per condition and FMR (pAUC@0.2, with the paired difference's interval)?"""
+    level = result["bootstrap"]["level"]
     lines = []
-    for fmr in sorted({r["fmr"] for r in result["pauc"]}):
-        for condition in dict.fromkeys(r["condition"] for r in result["pauc"]):
-            t, s = rows[(teacher, condition, fmr)]["pauc_0.2"], rows[(student, condition, fmr)]["pauc_0.2"]
-            word = "beats" if s < t else "does not beat"
-            lines.append(f"FMR {fmr:g}, {condition}: student {word} its teacher (pAUC@0.2 {s:.4f} vs {t:.4f})")
+    for d in sorted((d for d in result["differences"] if d["limit"] == 0.2), key=lambda d: d["fmr"]):
+        lines.append(f"FMR {d['fmr']:g}, {d['condition']}: student vs its teacher: {d['verdict']} (pAUC@0.2 "
+                     f"difference {d['difference']:+.4f}, {level:.0%} interval [{d['low']:+.4f}, {d['high']:+.4f}])")
     return lines
 
 
@@ -97,7 +96,6 @@ def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
         write_synthetic(plan.eval_faces, plan.eval_synth)
     log(f"demo: evaluation -> {evaluate.out}")
     result = run_evaluate(evaluate)
-    teacher, stu = evaluate.models[0].name, evaluate.models[-1].name
-    return {"report": result["report"], "table": result["table"], "verdict": verdict(result, teacher, stu),
+    return {"report": result["report"], "table": result["table"], "verdict": verdict(result),
             "registered": registered, "tracking_uri": tracking_uri(distill.tracking),
             "minutes": round((time.perf_counter() - start) / 60, 1)}

@@ -25,6 +25,7 @@ def report(fr_run, tmp_path_factory):
                          models=[FIQASpec(name="norm", teacher="norm", options={"model": cfg_fr.out}),
                                  FIQASpec(name="student", student=str(root / "student"))],
                          misalignment=[3.0], fmr=[1e-2], non_mated=5000,
+                         ci_resamples=200, compare=[("student", "norm")],
                          resources=Resources(workers=2, cpus_per_worker=0.5))
     return cfg, run_evaluate(cfg)
 
@@ -54,6 +55,41 @@ def test_report_numbers_are_consistent(report):
     inv = {(r["model"], r["condition"]): r["spearman_vs_aligned"] for r in data["invariance"]}
     assert set(inv) == {("norm", "misaligned_3"), ("norm", "box"), ("student", "misaligned_3"), ("student", "box")}
     assert all(np.isfinite(v) for v in inv.values())
+
+
+def test_every_pauc_has_an_interval_and_compared_models_a_verdict(report):
+    cfg, _ = report
+    out = resolve(cfg.out)
+    data = json.loads(out.join("report.json").read_text())
+    assert data["bootstrap"] == {"resamples": 200, "unit": "identity", "identities": 12, "level": 0.95}
+    inside = 0
+    for row in data["pauc"]:
+        lo, hi = row["pauc_0.2_ci"]
+        assert 0 <= lo <= hi <= 0.2
+        inside += lo <= row["pauc_0.2"] <= hi
+    assert inside >= 0.8 * len(data["pauc"])  # a percentile interval need not hold the estimate, but mostly does
+    diffs = data["differences"]
+    assert {(d["condition"], d["limit"]) for d in diffs} == {(c, lim) for c in ("aligned", "misaligned_3", "box")
+                                                             for lim in (0.2, 0.3)}
+    for d in diffs:
+        assert (d["a"], d["b"]) == ("student", "norm") and d["low"] <= d["high"]
+        assert d["verdict"] in ("better", "worse", "no detectable difference")
+    page = out.join("index.html").read_text()
+    assert "200 resamples of the 12 identities" in page and diffs[0]["verdict"] in page
+    assert "| student | norm | aligned | 0.01 | 0.2 |" in out.join("pauc.md").read_text()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"compare": [("student", "nobody")]}, "'nobody' is not a model name"),
+    ({"compare": [("student", "student")]}, "compares a model with itself"),
+    ({"compare": [("student", "norm")], "ci_resamples": 0}, "compare needs intervals"),
+    ({"mode": "reestimated"}, "intervals are computed for mode: fixed"),
+])
+def test_comparisons_are_checked_against_the_spec(change, message):
+    spec = {"shards": ["x"], "out": "y", "fr_model": "m", "models": [
+        {"name": "norm", "teacher": "norm"}, {"name": "student", "student": "s"}]} | change
+    with pytest.raises(ValueError, match=message):
+        EvaluateConfig(**spec)
 
 
 def test_model_specs_need_exactly_one_source():

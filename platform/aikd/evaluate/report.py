@@ -21,6 +21,7 @@ import json
 import numpy as np
 
 from aikd.config import EvaluateConfig
+from aikd.evaluate.bootstrap import Bootstrap, differences, interval
 from aikd.evaluate.edc import EDC, edc_fixed, edc_reestimated, pair_qualities, pauc
 from aikd.evaluate.pairs import Pairs, build_pairs, comparison_scores, read_pairs
 from aikd.evaluate.ranks import spearman
@@ -40,8 +41,13 @@ def edc_for(cfg: EvaluateConfig, scores: np.ndarray, quality: np.ndarray, pairs:
     return edc_reestimated(scores[m], q[m], scores[~m], q[~m], fmr)
 
 
-def evaluate(cfg: EvaluateConfig, faces: dict[str, np.ndarray]) -> tuple[dict, dict]:
-    """(results as plain data, EDC curves keyed (fmr, condition, model)) from scored faces."""
+def evaluate(cfg: EvaluateConfig, faces: dict[str, np.ndarray], samples: dict | None = None) -> tuple[dict, dict]:
+    """(results as plain data, EDC curves keyed (fmr, condition, model)) from scored faces.
+
+    ``samples``, when given, receives each pAUC per resample, keyed (model, condition,
+    fmr, limit): what a caller needs to compare models beyond ``compare`` (e.g. averaged
+    over seeds) on the same resamples.
+    """
     ids, subjects = faces["image_id"], faces["subject_id"]
     pairs = read_pairs(cfg.pairs_file, ids) if cfg.pairs_file else build_pairs(
         subjects, cfg.max_mated, cfg.non_mated, cfg.seed)
@@ -51,18 +57,31 @@ def evaluate(cfg: EvaluateConfig, faces: dict[str, np.ndarray]) -> tuple[dict, d
                "mode": cfg.mode, "pair_quality": cfg.pair_quality, "conditions": names, "models": models,
                "pauc": [], "invariance": [], "start_fnmr": {}}
     curves = {}
+    samples = {} if samples is None else samples
+    boot = Bootstrap.of(pairs, subjects, cfg.ci_resamples, cfg.seed) if cfg.ci_resamples else None
+    if boot:
+        results["bootstrap"] = {"resamples": cfg.ci_resamples, "unit": "identity", "identities": boot.who.identities,
+                                "level": cfg.ci_level}
     for condition in names:
         scores = comparison_scores(faces[f"emb__{condition}"], pairs)
         for fmr in cfg.fmr:
+            thresholds = boot.thresholds(scores, fmr) if boot else None
             for model in models:
-                edc = edc_for(cfg, scores, faces[f"q__{model}__{condition}"], pairs, fmr)
+                quality = faces[f"q__{model}__{condition}"]
+                edc = edc_for(cfg, scores, quality, pairs, fmr)
                 curves[(fmr, condition, model)] = edc
                 results["start_fnmr"][f"{condition}@{fmr:g}"] = edc.start_fnmr
                 row = {"model": model, "condition": condition, "fmr": fmr, "start_fnmr": edc.start_fnmr}
                 for limit in cfg.pauc_limits:
                     row[f"pauc_{limit:g}"] = pauc(edc, limit)
                     row[f"pauc_{limit:g}_minus_best"] = pauc(edc, limit, subtract_best=True)
+                    if boot:
+                        q = pair_qualities(quality[pairs.a], quality[pairs.b], cfg.pair_quality)
+                        samples[(model, condition, fmr, limit)] = boot.paucs(scores, q, thresholds, limit)
+                        row[f"pauc_{limit:g}_ci"] = list(interval(samples[(model, condition, fmr, limit)],
+                                                                  cfg.ci_level))
                 results["pauc"].append(row)
+    results["differences"] = differences(cfg.compare, results["pauc"], samples, cfg.pauc_limits, cfg.ci_level)
     for model in models:
         base = faces[f"q__{model}__aligned"]
         for condition in names[1:]:  # names[0] is aligned
@@ -77,12 +96,29 @@ def markdown_table(results: dict, limits: list[float]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["pauc"]:
         cells = [r["model"], r["condition"], f"{r['fmr']:g}", f"{r['start_fnmr']:.4f}"]
-        cells += [f"{r[f'pauc_{lim:g}']:.4f}" for lim in limits]
+        cells += [_with_interval(r[f"pauc_{lim:g}"], r.get(f"pauc_{lim:g}_ci")) for lim in limits]
         cells += [f"{r[f'pauc_{lim:g}_minus_best']:.4f}" for lim in limits]
         lines.append("| " + " | ".join(cells) + " |")
     inv = ["", "| model | condition | Spearman vs aligned |", "|---|---|---|"]
     inv += [f"| {r['model']} | {r['condition']} | {r['spearman_vs_aligned']:.3f} |" for r in results["invariance"]]
-    return "\n".join(lines + (inv if results["invariance"] else [])) + "\n"
+    return "\n".join(lines + (inv if results["invariance"] else []) + difference_table(results)) + "\n"
+
+
+def _with_interval(value: float, ci: list[float] | None) -> str:
+    return f"{value:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
+
+
+def difference_table(results: dict) -> list[str]:
+    """Lines of the paired differences (a - b in pAUC; below 0: a is better), with intervals and verdicts."""
+    if not results.get("differences"):
+        return []
+    level = results["bootstrap"]["level"]
+    lines = ["", f"| a | b | condition | FMR | pAUC@ | a - b | {level:.0%} interval | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for d in results["differences"]:
+        lines.append(f"| {d['a']} | {d['b']} | {d['condition']} | {d['fmr']:g} | {d['limit']:g} | "
+                     f"{d['difference']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] | {d['verdict']} |")
+    return lines
 
 
 def plot_edc(curves: dict, fmr: float, condition: str, models: list[str], limit: float) -> bytes:
@@ -116,21 +152,32 @@ def plot_edc(curves: dict, fmr: float, condition: str, models: list[str], limit:
     return buf.getvalue()
 
 
+def _bootstrap_note(results: dict) -> str:
+    b = results.get("bootstrap")
+    if not b:
+        return ""
+    return (f" Intervals in brackets: {b['level']:.0%}, from {b['resamples']} resamples of the "
+            f"{b['identities']} identities (comparisons of one person are resampled together). A difference is "
+            f"called better or worse only when its interval excludes 0.")
+
+
 def html_page(results: dict, table_md: str, images: list[tuple[str, str]]) -> str:
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in line.strip("|").split("|")) + "</tr>"
-        for line in table_md.splitlines() if line.startswith("|") and not line.startswith("|---"))
+    tables = "".join("<table>" + "".join(  # one HTML table per Markdown table (blocks between blank lines)
+        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
+        for line in block.splitlines() if line.startswith("|") and not line.startswith("|---")) + "</table>"
+        for block in table_md.split("\n\n") if block.strip())
     registered = "".join(f"<li>{html.escape(m['field'])}: {html.escape(m['uri'])} = "
                          f"{html.escape(m['resolved_uri'])}</li>" for m in results.get("registered_models", []))
     registered = f"<p>Registered models used:</p><ul>{registered}</ul>" if registered else ""
     figures = "".join(f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
                       f"<figcaption>{html.escape(caption)}</figcaption></figure>" for name, caption in images)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>aikd evaluation</title>"
-            f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}"
+            f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}"
             f"td{{border:1px solid #ccc;padding:3px 8px}}figure{{display:inline-block;margin:1em}}</style></head>"
             f"<body><h1>FIQA evaluation</h1><p>{results['faces']} faces, {results['mated_pairs']} mated and "
             f"{results['non_mated_pairs']} non-mated comparisons; EDC mode {results['mode']}, pair quality "
-            f"{results['pair_quality']}. Lower pAUC is better.</p>{registered}<table>{rows}</table>{figures}"
+            f"{results['pair_quality']}. Lower pAUC is better.{_bootstrap_note(results)}</p>{registered}"
+            f"{tables}{figures}"
             f"</body></html>")
 
 
@@ -150,13 +197,17 @@ def write_report(cfg: EvaluateConfig, results: dict, curves: dict) -> dict:
 
 
 def pauc_metrics(results: dict, limits: list[float]) -> dict[str, float]:
-    """Flat metric names for tracking: ``pauc_<limit>.<model>.<condition>.fmr<f>`` and invariance."""
+    """Flat metric names for tracking: ``pauc_<limit>.<model>.<condition>.fmr<f>``, invariance, differences."""
     out = {}
     for r in results["pauc"]:
         for limit in limits:
             out[metric_key(f"pauc_{limit:g}", r["model"], r["condition"], f"fmr{r['fmr']:g}")] = r[f"pauc_{limit:g}"]
     for r in results["invariance"]:
         out[metric_key("spearman_vs_aligned", r["model"], r["condition"])] = r["spearman_vs_aligned"]
+    for d in results["differences"]:
+        for field in ("difference", "low", "high"):
+            out[metric_key(f"pauc_{d['limit']:g}_{field}", f"{d['a']} - {d['b']}", d["condition"],
+                           f"fmr{d['fmr']:g}")] = d[field]
     return out
 
 
@@ -175,7 +226,7 @@ def tag_evaluated_versions(cfg: EvaluateConfig, models: list[dict], results: dic
         tag_version(ref, {k: v for k, v in tags.items() if v is not None}, tracking_uri(cfg.tracking))
 
 
-def run_evaluate(cfg: EvaluateConfig) -> dict:
+def run_evaluate(cfg: EvaluateConfig, samples: dict | None = None) -> dict:
     """Score, compare, report.
 
     Rerun contract: recompute. Scoring every face under every condition is the job's
@@ -189,13 +240,14 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     with job_run(cfg, out.name, inputs={"shards": cfg.shards, "fr_model": cfg.fr_model},
                  outputs={"report": out.uri}) as tracker:
         faces = score_faces(cfg)
-        results, curves = evaluate(cfg, faces)
+        results, curves = evaluate(cfg, faces, samples)
         results["registered_models"] = [{k: m[k] for k in ("field", "uri", "resolved_uri")} for m in models]
         written = write_report(cfg, results, curves)
         summary = finish(out, {
             "job": "evaluate", "report": written["report"], "faces": results["faces"],
             "mated_pairs": results["mated_pairs"], "non_mated_pairs": results["non_mated_pairs"],
-            "pauc": results["pauc"], "invariance": results["invariance"], "table": written["table"],
+            "pauc": results["pauc"], "invariance": results["invariance"], "bootstrap": results.get("bootstrap"),
+            "differences": results["differences"], "table": written["table"],
             "models": models, "mlflow_run": tracker.run_id if tracker else None})
         if tracker is not None:
             tracker.log_metrics(pauc_metrics(results, cfg.pauc_limits))
