@@ -139,11 +139,12 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     result = run_demo(args.out, **{k: v for k, v in sizes.items() if v is not None})
     ray.shutdown()  # flush and stop the workers' log forwarding before the summary
     print("\n" + result["table"])
-    print("\n".join(result["verdict"]))
     registered = result["registered"]
-    print(f"\nstudent: {registered['uri']} (aliases: {', '.join(registered['aliases'])}), "
+    print(f"student: {registered['uri']} (aliases: {', '.join(registered['aliases'])}), "
           f"tracked at {result['tracking_uri']}; browse it with `make mlflow-ui`")
     print(f"report: {result['report']}  ({result['minutes']} min)")
+    print("\nverdict, the student against its teacher (pAUC@0.2, lower is better):")  # the demo's answer, last
+    print("\n".join(result["verdict"]))
 
 
 def build_parser() -> argparse.ArgumentParser:
