@@ -72,11 +72,11 @@ def evaluate(cfg: EvaluateConfig, faces: dict[str, np.ndarray], samples: dict | 
                 curves[(fmr, condition, model)] = edc
                 results["start_fnmr"][f"{condition}@{fmr:g}"] = edc.start_fnmr
                 row = {"model": model, "condition": condition, "fmr": fmr, "start_fnmr": edc.start_fnmr}
+                q = pair_qualities(quality[pairs.a], quality[pairs.b], cfg.pair_quality) if boot else None
                 for limit in cfg.pauc_limits:
                     row[f"pauc_{limit:g}"] = pauc(edc, limit)
                     row[f"pauc_{limit:g}_minus_best"] = pauc(edc, limit, subtract_best=True)
                     if boot:
-                        q = pair_qualities(quality[pairs.a], quality[pairs.b], cfg.pair_quality)
                         samples[(model, condition, fmr, limit)] = boot.paucs(scores, q, thresholds, limit)
                         row[f"pauc_{limit:g}_ci"] = list(interval(samples[(model, condition, fmr, limit)],
                                                                   cfg.ci_level))
