@@ -85,6 +85,7 @@ class Cluster:
     gcs: str
     tmp: object
     nodes: dict[str, Node] = field(default_factory=dict)
+    dead: dict[str, str] = field(default_factory=dict)  # node id -> name of nodes stopped by a test
 
     def add_worker(self, name: str) -> None:
         self.nodes[name] = Node(name, ["--address", self.gcs, "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
@@ -141,8 +142,6 @@ class Cluster:
         return sorted(by_id.get(a["node_id"], a["node_id"]) for a in self.state("actors", job_id=job_id)
                       if class_part in a["class_name"] and a["node_id"]  # never placed: no node
                       and _asks_for(a.get("required_resources") or {}, "aikd_worker"))
-
-    dead: dict[str, str] = field(default_factory=dict)  # node id -> name of nodes stopped by a test
 
     def next_name(self) -> str:
         """A new worker's name: the letter after the last worker's."""
