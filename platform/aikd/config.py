@@ -214,6 +214,11 @@ class EmbeddedDefault(Frozen):
 
         return resolve(self.root).join(name).uri
 
+    def teacher_options(self, teacher: str) -> dict:
+        """A built-in teacher's options on the default: its FR model (and SER-FIQ's passes)."""
+        extra = {"passes": self.serfiq_passes} if teacher == "serfiq" else {}
+        return {"model": self.path("fr_model")} | extra
+
     def stage(self, kind: str) -> dict:
         """The spec fields of one job kind on the default (a job's own fields override them)."""
         res = self.resources.model_dump()
@@ -225,10 +230,8 @@ class EmbeddedDefault(Frozen):
                     "out": self.path("fr_model"), "model": "iresnet_tiny", "model_args": {"dropout": 0.4},
                     "epochs": self.fr_epochs, "seed": self.seed, "resources": res}
         if kind == "label":
-            options = {"serfiq": {"passes": self.serfiq_passes}}
             return {"shards": [self.path("faces")], "out": self.path("labelled"), "resources": res,
-                    "teachers": [{"name": t, "options": {"model": self.path("fr_model")} | options.get(t, {})}
-                                 for t in self.teachers]}
+                    "teachers": [{"name": t, "options": self.teacher_options(t)} for t in self.teachers]}
         if kind == "distill":
             return {"data": data | {"shards": [self.path("labelled")], "label": f"q_{self.teacher}",
                                     "misalignment": 3.0, "val_fraction": 0.1},

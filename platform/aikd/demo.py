@@ -48,9 +48,8 @@ def demo_plan(out: str, distill_epochs: int = 4, eval_identities: int = 80, **si
     student = f"models:/{REGISTERED}@candidate"  # evaluated as the registry serves it
     evaluate = EvaluateConfig(
         shards=[eval_faces], out=root.join("report").uri, fr_model=fr_model,
-        models=[FIQASpec(name=f"teacher {teacher}", teacher=teacher,
-                         options={"model": fr_model, "passes": default.serfiq_passes}),
-                FIQASpec(name="teacher norm", teacher="norm", options={"model": fr_model}),
+        models=[FIQASpec(name=f"teacher {teacher}", teacher=teacher, options=default.teacher_options(teacher)),
+                FIQASpec(name="teacher norm", teacher="norm", options=default.teacher_options("norm")),
                 FIQASpec(name=f"AI-KD student ({teacher})", student=student)],
         misalignment=[3.0, 6.0], box=True, fmr=[1e-3, 1e-2], non_mated=200_000, resources=default.resources,
         compare=[(f"AI-KD student ({teacher})", f"teacher {teacher}")])

@@ -101,9 +101,7 @@ def run_experiment(cfg: ExperimentConfig, log=print) -> dict:
                                                samples_per_identity=cfg.eval_samples_per_identity,
                                                seed=cfg.default.seed + 1000))
     fr_model = cfg.default.path("fr_model")
-    options = {"serfiq": {"passes": cfg.default.serfiq_passes}}
-    models = [FIQASpec(name=teacher_model(t), teacher=t, options={"model": fr_model} | options.get(t, {}))
-              for t in cfg.teachers]
+    models = [FIQASpec(name=teacher_model(t), teacher=t, options=cfg.default.teacher_options(t)) for t in cfg.teachers]
     models += [FIQASpec(name=run_name(*key), student=summary["student"]) for key, summary in runs.items()]
     evaluation = EvaluateConfig(
         shards=[faces.uri], out=root.join("evaluation").uri, fr_model=fr_model, models=models,
