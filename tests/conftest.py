@@ -104,6 +104,18 @@ def s3_server():
             os.environ[key] = value
 
 
+@pytest.fixture(scope="session")
+def proxy(s3_server):
+    """A fault-injecting proxy in front of the S3 server: 10 % of requests fail (seeded). Jobs reach it
+    as their endpoint; the reliability suite and the killed sweep run through it. It refuses access
+keys other than the test server's (which checks none)."""
+    from fault_proxy import FaultProxy
+
+    p = FaultProxy(s3_server, rate=0.10, seed=16, access_keys={os.environ["AWS_ACCESS_KEY_ID"]}).start()
+    yield p
+    p.stop()
+
+
 @pytest.fixture(params=["local", "s3"])
 def storage_root(request, tmp_path) -> str:
     """A fresh, empty URI prefix: once on local disk, once in the local S3 bucket."""
@@ -168,3 +180,26 @@ def labelled_run(fr_run, tmp_path_factory):
         TeacherSpec(name="norm", options={"model": cfg.out}),
     ])
     return job, run_label(job)
+
+
+@pytest.fixture(scope="session")
+def s3_run(labelled_run, fr_run, s3_server):
+    """A 2-worker ZeRO-0 distillation with data, model and run storage in the local S3 bucket (30 steps);
+    then the same run again, longer (40). The reliability suite reruns the first through faults."""
+    from aikd.config import DataConfig, DistillConfig, EngineConfig, Resources, StudentConfig
+    from aikd.distill.run import run_distill
+    from aikd.storage import copy_tree, resolve
+
+    job, _ = labelled_run
+    cfg_fr, _ = fr_run
+    root = f"s3://{BUCKET}/distill"
+    copy_tree(resolve(job.out), resolve(f"{root}/labelled"))
+    copy_tree(resolve(cfg_fr.out), resolve(f"{root}/fr_model"))
+    half = Resources(workers=2, cpus_per_worker=0.5)
+    data = DataConfig(shards=[f"{root}/labelled"], label="q_norm", image_size=64, val_fraction=0.1, resources=half)
+    first = DistillConfig(name="zero0", storage=f"{root}/runs", data=data,
+                          student=StudentConfig(weights=f"{root}/fr_model"),
+                          engine=EngineConfig(zero_stage=0, micro_batch=32), epochs=2, max_steps=30, resources=half)
+    summary_first = run_distill(first)
+    second = first.model_copy(update={"max_steps": 40})
+    return first, summary_first, run_distill(second)

@@ -134,7 +134,7 @@ def _bad_shard(target: str) -> dict[str, str]:
                 pa.Table.from_pylist([{k: r[k] for k in SYNTH_SCHEMA.names} for r in rows], schema=SYNTH_SCHEMA))
     write_shard(resolve(target).join("part-00001.parquet"), SYNTH_SCHEMA.empty_table())  # an empty shard
     return {rows[i]["image_id"]: why for i, why in enumerate(
-        ["undecodable", "undecodable", "undecodable", "landmark", "coincident"])}
+        ["undecodable", "undecodable", "empty", "landmark", "coincident"])}
 
 
 def test_bad_faces_go_to_the_rejects_with_reasons_and_the_job_goes_on(ray_local, gallery, tmp_path):

@@ -20,6 +20,10 @@ ARCFACE_TEMPLATE = np.array(
 )
 TEMPLATE_SIZE = 112
 MIN_POINT_DISTANCE = 1e-3  # pixels: closer landmarks are treated as coincident
+# A landmark may lie beyond the image's edge (a face cut by the border keeps its extrapolated
+# points), but not by more than this share of the image's width (x) or height (y): farther
+# out, the aligned crop is mostly border, not the face.
+OUTSIDE_MARGIN = 0.5
 
 
 class AlignmentError(AikdError):
@@ -42,8 +46,21 @@ def _as_points(landmarks: np.ndarray) -> np.ndarray:
     return pts
 
 
-def degenerate_reason(landmarks: np.ndarray) -> np.ndarray:
-    """Per face: '' if usable, else why not (non-finite values, coincident points)."""
+def outside_image(landmarks: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per face: True if a landmark lies more than ``OUTSIDE_MARGIN`` of the image's side beyond its edge.
+
+    ``sizes`` holds each face's image (width, height), shape (N, 2).
+    """
+    pts = _as_points(landmarks).reshape(-1, 5, 2)
+    wh = np.asarray(sizes, np.float64).reshape(-1, 1, 2)
+    with np.errstate(invalid="ignore"):
+        far = (pts < -OUTSIDE_MARGIN * wh) | (pts > (1.0 + OUTSIDE_MARGIN) * wh)
+    return far.any(axis=(1, 2))
+
+
+def degenerate_reason(landmarks: np.ndarray, sizes: np.ndarray | None = None) -> np.ndarray:
+    """Per face: '' if usable, else why not (non-finite values, coincident points and, given each
+    image's (width, height) as ``sizes``, points far outside the image)."""
     pts = _as_points(landmarks).reshape(-1, 5, 2)
     reasons = np.full(len(pts), "", dtype=object)
     finite = np.isfinite(pts).all(axis=(1, 2))
@@ -53,7 +70,22 @@ def degenerate_reason(landmarks: np.ndarray) -> np.ndarray:
         dist = np.where(np.eye(5, dtype=bool), np.inf, np.sqrt((diff**2).sum(-1)))
         coincident = dist.reshape(len(pts), 25).min(axis=1, initial=np.inf) < MIN_POINT_DISTANCE
     reasons[finite & coincident] = "coincident landmarks"
+    if sizes is not None:
+        reasons[finite & ~coincident & outside_image(pts, sizes)] = "landmarks outside the image"
     return reasons
+
+
+def box_reason(bbox) -> str:
+    """'' if ``bbox`` is a usable detector box (4 finite numbers, x1 < x2, y1 < y2), else why not."""
+    if bbox is None:
+        return "no box"
+    try:
+        box = np.asarray(bbox, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        return "invalid box"
+    if len(box) != 4 or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+        return "invalid box"
+    return ""
 
 
 def similarity_batch(src: np.ndarray, dst: np.ndarray) -> np.ndarray:

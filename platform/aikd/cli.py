@@ -1,21 +1,39 @@
 """``aikd <job> ...``: one sub-command per job kind.
 
 Errors a user can cause (:class:`aikd.errors.AikdError`) end in one line naming what to
-fix, exit status 2; anything else is a bug and shows its traceback.
+fix, exit status 2, as do storage errors that retries did not cure (``OSError``: wrong
+credentials, a bucket gone); anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
 from aikd.errors import AikdError, ConfigError
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, like every other user error (the usage is in --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _progress(description: str, total: int | None):
+    """A progress bar on a terminal; none where stderr is a file or a pipe, whose reader gets the summary
+    and, on a user error, its one line."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext(lambda n: None)
+    from aikd.progress import progress_bar
+
+    return progress_bar(description, total)
+
+
 def _cmd_synth(args: argparse.Namespace) -> dict:
     from aikd.data.synth import SynthConfig, write_synthetic
-    from aikd.progress import progress_bar
 
     try:
         cfg = SynthConfig(identities=args.identities, samples_per_identity=args.samples_per_identity,
@@ -23,24 +41,22 @@ def _cmd_synth(args: argparse.Namespace) -> dict:
                           min_canvas=args.min_canvas, max_canvas=args.max_canvas)
     except ValueError as err:
         raise ConfigError(f"synth: {err}") from None
-    with progress_bar("synth", cfg.total) as advance:
+    with _progress("synth", cfg.total) as advance:
         return write_synthetic(args.out, cfg, rows_per_shard=args.rows_per_shard, progress=advance)
 
 
 def _cmd_ingest_folder(args: argparse.Namespace) -> dict:
     from aikd.data.ingest import ingest_folder
-    from aikd.progress import progress_bar
 
-    with progress_bar("ingest", None) as advance:
+    with _progress("ingest", None) as advance:
         return ingest_folder(args.images, args.landmarks, args.out, rows_per_shard=args.rows_per_shard,
                              threads=args.threads, progress=advance)
 
 
 def _cmd_ingest_aikd(args: argparse.Namespace) -> dict:
     from aikd.data.ingest import ingest_aikd
-    from aikd.progress import progress_bar
 
-    with progress_bar("ingest", None) as advance:
+    with _progress("ingest", None) as advance:
         return ingest_aikd(args.images, args.landmarks, args.out, quality_pickle=args.quality,
                            label=args.label, rows_per_shard=args.rows_per_shard, threads=args.threads,
                            progress=advance)
@@ -49,12 +65,17 @@ def _cmd_ingest_aikd(args: argparse.Namespace) -> dict:
 def _overrides(pairs: list[str]) -> dict:
     import yaml
 
+    from aikd.config import yaml_problem
+
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise ConfigError(f"--set expects key=value (dotted keys allowed), got {pair!r}")
         key, value = pair.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: not a valid YAML value: {yaml_problem(err)}") from None
     return out
 
 
@@ -85,24 +106,22 @@ def _jobs() -> dict:
 
 def run_spec(kind: str | None, spec: str, overrides: dict) -> dict:
     """Validate a job spec and run it; ``kind`` None reads the spec's own ``job:`` field."""
-    import yaml
-
     from aikd.config import load_spec
-    from aikd.storage import resolve
+
+    model, runner = _job(kind, spec)
+    return runner(load_spec(spec, model, overrides))
+
+
+def _job(kind: str | None, spec: str) -> tuple:
+    """(config model, runner) of a job kind, or of the kind the spec's ``job:`` field names."""
+    from aikd.config import read_spec
 
     jobs = _jobs()
     if kind is None:
-        location = resolve(spec)
-        if not location.exists():
-            raise ConfigError(f"job spec not found: {location.uri}")
-        try:
-            kind = (yaml.safe_load(location.read_text()) or {}).get("job")
-        except (yaml.YAMLError, AttributeError) as err:
-            raise ConfigError(f"{spec}: not a YAML mapping of fields ({err})") from None
+        kind = read_spec(spec)[0].get("job")
         if kind not in jobs:
             raise ConfigError(f"{spec}: field 'job' must be one of {sorted(jobs)}, got {kind!r}")
-    model, runner = jobs[kind]
-    return runner(load_spec(spec, model, overrides))
+    return jobs[kind]
 
 
 def _cmd_job(args: argparse.Namespace) -> dict:
@@ -110,8 +129,11 @@ def _cmd_job(args: argparse.Namespace) -> dict:
 
 
 def _cmd_submit(args: argparse.Namespace) -> dict:
+    from aikd.config import load_spec
     from aikd.submit import submit
 
+    model, _ = _job(None, args.spec)  # a bad spec is refused here, not after it reached the cluster
+    load_spec(args.spec, model, _overrides(args.set))
     return submit(args.spec, address=args.address, overrides=args.set or [], wait=not args.no_wait)
 
 
@@ -148,7 +170,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aikd", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="aikd", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="generate synthetic faces as shards")
@@ -223,15 +245,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(args: argparse.Namespace, text: str) -> int:
+    """A user-fixable error as one line on stderr, credentials masked; exit status 2."""
+    from aikd.redact import redact_text
+
+    message = " ".join(line.strip() for line in text.splitlines() if line.strip())  # one line, always
+    print(f"aikd {args.command}: error: {redact_text(message)}", file=sys.stderr)  # logs keep no credentials
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.func(args)
     except AikdError as err:
-        print(f"aikd {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return _error(args, str(err))
+    except OSError as err:  # permanent after retries: credentials refused, a bucket gone, a disk full
+        return _error(args, f"storage: {err}")
     if result is not None:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        from aikd.redact import redact
+
+        print(json.dumps(redact(result), indent=2, sort_keys=True))
     return 0
 
 

@@ -8,15 +8,18 @@ a one-line message instead of a silently new key. Every job's spec shares one sh
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
+import types
+import typing
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aikd.errors import ConfigError
+from aikd.errors import ComponentError, ConfigError
 
 # A spec's `register:` field has the name of ABCMeta.register, which pydantic's models
 # inherit and aikd never calls: pydantic's warning about the shadowing says nothing useful.
@@ -25,6 +28,13 @@ warnings.filterwarnings("ignore", message='Field name "register"', category=User
 
 def load_spec(uri: str, model: type[BaseModel], overrides: dict | None = None) -> BaseModel:
     """Read a YAML job spec from any URI and validate it; errors name the field and the file."""
+    data, source = read_spec(uri)
+    data.pop("job", None)  # the job kind, read by `aikd run`
+    return validate(model, with_overrides(data, overrides or {}), source=source)
+
+
+def read_spec(uri: str) -> tuple[dict, str]:
+    """A spec file's mapping of fields and its URI; plain YAML data only (``safe_load``: no Python tags)."""
     import yaml
 
     from aikd.storage import resolve
@@ -33,13 +43,26 @@ def load_spec(uri: str, model: type[BaseModel], overrides: dict | None = None) -
     if not location.exists():
         raise ConfigError(f"job spec not found: {location.uri}")
     try:
-        data = yaml.safe_load(location.read_text()) or {}
+        data = yaml.safe_load(location.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{location.uri}: not a YAML job spec (not UTF-8 text)") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{location.uri}: not valid YAML ({err})") from None
+        raise ConfigError(f"{location.uri}: not valid YAML: {yaml_problem(err)}") from None
+    except OSError as err:  # a folder, an unreadable file
+        raise ConfigError(f"{location.uri}: cannot read the job spec ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{location.uri}: a job spec is a mapping of fields, got {type(data).__name__}")
-    data.pop("job", None)  # the job kind, read by `aikd run`
-    return validate(model, with_overrides(data, overrides or {}), source=location.uri)
+    return data, location.uri
+
+
+def yaml_problem(err: Exception) -> str:
+    """A YAML error in one line: what and where (PyYAML's own text spans lines, with a caret)."""
+    problem = getattr(err, "problem", None) or str(err).strip().splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    if "python/" in problem:  # !!python/object/apply:os.system and kin: safe_load builds no objects
+        problem += ": a spec is plain data, YAML tags that build Python objects are refused"
+    return problem + where
 
 
 def with_overrides(data: dict, overrides: dict) -> dict:
@@ -63,12 +86,70 @@ def validate(model: type[BaseModel], data: dict, source: str = "spec") -> BaseMo
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"])
-            message = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}: {message}" if where else message)
-        raise ConfigError(f"{source}: invalid {model.__name__}: " + "; ".join(lines)) from None
+        raise ConfigError(f"{source}: invalid {model.__name__}: " + error_text(model, err)) from None
+
+
+def error_text(model: type[BaseModel], err: ValidationError, prefix: str = "") -> str:
+    """Pydantic's errors as ``dotted.field: message`` parts of one line.
+
+    A union's member tags (``base.str``, ``base.dict[any,any]``) are left out of the
+    path and its messages joined; an unknown field says which field was meant, or
+    lists the fields there.
+    """
+    by_field: dict[str, list[str]] = {}
+    for e in err.errors():
+        where, container = _field_path(model, e["loc"])
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and container is not None:
+            message += _field_hint(str(e["loc"][-1]), container)
+        by_field.setdefault(".".join(p for p in (prefix, where) if p), []).append(message)
+    parts = []
+    for where, messages in by_field.items():
+        messages = list(dict.fromkeys(messages))
+        if len(messages) > 1 and all(m.startswith("Input should be ") for m in messages):
+            messages = [" or ".join([messages[0]] + [m.removeprefix("Input should be ") for m in messages[1:]])]
+        message = "; ".join(messages)
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def _models_in(annotation) -> list[type[BaseModel]]:
+    """The pydantic models an annotation holds (alone, or inside Optional, a union, a list or a dict)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _is_union(annotation) -> bool:
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(members) > 1
+
+
+def _field_path(model: type[BaseModel], loc: tuple) -> tuple[str, type[BaseModel] | None]:
+    """The dotted path of an error's location, and the model that holds its last part (None: not a model)."""
+    parts: list[str] = []
+    current: type[BaseModel] | None = model
+    holder: type[BaseModel] | None = model
+    union = False
+    for part in loc:
+        holder = current
+        fields = current.model_fields if current is not None else {}
+        if isinstance(part, str) and part in fields:
+            annotation = fields[part].annotation
+            found = _models_in(annotation)
+            current, union = (found[0] if len(found) == 1 else None), _is_union(annotation)
+            parts.append(part)
+        elif union and isinstance(part, str):  # a union member's tag, e.g. 'str' or 'dict[any,any]'
+            union = False
+        else:  # a list index or a mapping key: the model of the items stays current
+            parts.append(str(part))
+    return ".".join(parts), holder
+
+
+def _field_hint(name: str, model: type[BaseModel]) -> str:
+    fields = sorted(model.model_fields)
+    close = difflib.get_close_matches(name, fields, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; valid fields: {', '.join(fields)}"
 
 
 def deep_merge(base: dict, top: dict) -> dict:
@@ -83,6 +164,45 @@ def distinct(values: list[str], what: str, why: str) -> None:
     """Refuse repeated values in a list where each must name one thing."""
     if len(set(values)) != len(values):
         raise ValueError(f"{what} must be distinct ({why}), got {values}")
+
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+PLAIN_NAME_FORM = "a plain name (letters, digits, . _ -, not starting with '.')"
+
+
+def plain_name(value: str) -> str:
+    """A name that becomes a directory, file or column name: no '/', no '..', nothing hidden."""
+    if not PLAIN_NAME.fullmatch(value):
+        raise ValueError(f"must be {PLAIN_NAME_FORM}, got {value!r}")
+    return value
+
+
+PlainName = Annotated[str, AfterValidator(plain_name)]
+
+
+def registered_model(name: str) -> str:
+    """A model name the model registry holds (a spec names components; it never imports them)."""
+    from aikd.models.registry import model_info
+
+    try:
+        model_info(name)
+    except ComponentError as err:
+        raise ValueError(str(err)) from None
+    return name
+
+
+def registered_teacher(name: str) -> str:
+    """A teacher name the teacher registry holds."""
+    from aikd.teachers.base import list_teachers
+
+    valid = list_teachers()
+    if name not in valid:
+        raise ValueError(f"unknown teacher {name!r}; valid: {', '.join(valid)}")
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(registered_model)]
+TeacherName = Annotated[str, AfterValidator(registered_teacher)]
 
 
 class Frozen(BaseModel):
@@ -204,10 +324,17 @@ class EmbeddedDefault(Frozen):
     seed: int = 0
     image_size: int = Field(64, ge=16)
     fr_epochs: int = Field(10, ge=1)
-    teachers: list[str] = Field(default_factory=lambda: ["serfiq", "crfiqa", "norm"])
-    teacher: str = Field("serfiq", description="whose labels the default distillation learns")
+    teachers: list[TeacherName] = Field(default_factory=lambda: ["serfiq", "crfiqa", "norm"])
+    teacher: str = Field("serfiq", description="whose labels the default distillation learns (one of teachers)")
     serfiq_passes: int = Field(50, ge=2)
     resources: Resources = Resources(workers=2, cpus_per_worker=0.5)  # 2 workers + 2 data actors = 2 CPUs
+
+    @model_validator(mode="after")
+    def _teacher_is_labelled(self) -> EmbeddedDefault:
+        if self.teacher not in self.teachers:
+            raise ValueError(f"teacher {self.teacher!r} must be one of the teachers that label the faces: "
+                             f"{self.teachers}")
+        return self
 
     def path(self, name: Literal["faces", "fr_model", "labelled"]) -> str:
         from aikd.storage import resolve
@@ -252,7 +379,7 @@ class TrackingConfig(Frozen):
 class RegisterConfig(Frozen):
     """Register the model a job made as a new version in MLflow's Model Registry."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="registered model name")
+    name: PlainName = Field(description="registered model name")
     aliases: list[str] = Field(default_factory=lambda: ["candidate"], description="aliases moved to the new version")
     description: str | None = Field(None, description="added to the version's generated description")
 
@@ -287,7 +414,10 @@ class JobSpec(Frozen):
     def _fill_from_default(cls, data):
         if isinstance(data, dict) and data.get("bootstrap") is not None and "bootstrap" in cls.model_fields:
             default = data["bootstrap"]
-            default = default if isinstance(default, EmbeddedDefault) else EmbeddedDefault.model_validate(default)
+            try:
+                default = default if isinstance(default, EmbeddedDefault) else EmbeddedDefault.model_validate(default)
+            except ValidationError as err:  # raised in here it would lose its path: say bootstrap.<field>
+                raise ValueError(error_text(EmbeddedDefault, err, prefix="bootstrap")) from None
             dumped = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in data.items()}
             return deep_merge(default.stage(cls.kind), dumped)
         return data
@@ -300,7 +430,7 @@ class FRTrainConfig(JobSpec):
 
     data: DataConfig
     out: str = Field(description="URI of the model directory to write (safetensors + card)")
-    model: str = "iresnet_tiny"
+    model: ModelName = "iresnet_tiny"
     model_args: dict = Field(default_factory=dict, description="create_model overrides, e.g. width")
     head: Literal["cosface", "arcface"] = "cosface"
     head_scale: float = Field(32.0, gt=0)
@@ -327,8 +457,8 @@ class FRTrainConfig(JobSpec):
 class TeacherSpec(Frozen):
     """One teacher of a label job: registry name, options, and the column it writes."""
 
-    name: str
-    label: str | None = Field(None, description="column suffix: writes q_<label> (default: the teacher name)")
+    name: TeacherName
+    label: PlainName | None = Field(None, description="column suffix: writes q_<label> (default: the teacher name)")
     options: dict = Field(default_factory=dict, description="teacher options, e.g. model, passes")
 
     @property
@@ -359,7 +489,7 @@ class StudentConfig(Frozen):
 
     weights: str = Field(description="model dir (card.json + safetensors), a registered model (models:/name/version, "
                          "models:/name@alias) or a .pth/.safetensors backbone")
-    backbone: str | None = Field(None, description="registry name; needed only for a bare weights file")
+    backbone: ModelName | None = Field(None, description="registry name; needed only for a bare weights file")
     backbone_args: dict = Field(default_factory=dict)
 
 
@@ -447,7 +577,7 @@ class DistillConfig(JobSpec):
     kind: ClassVar[str] = "distill"
     renamed: ClassVar[dict[str, str]] = RESOURCE_RENAMES | {"deepspeed": "engine"}
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: PlainName = Field(description="the run: <storage>/<name>/")
     storage: str = Field(description="URI under which runs live (disk or s3://)")
     data: DataConfig
     student: StudentConfig
@@ -487,7 +617,7 @@ class FIQASpec(Frozen):
     """One FIQA model under evaluation: a teacher by name, or a distilled student's model dir."""
 
     name: str = Field(description="display name in tables and plots")
-    teacher: str | None = Field(None, description="teacher registry name (scored on each condition's crops)")
+    teacher: TeacherName | None = Field(None, description="teacher registry name (scored on each condition's crops)")
     options: dict = Field(default_factory=dict, description="teacher options")
     student: str | None = Field(None, description="a student model dir (a run's best/) or models:/name@alias")
 
@@ -603,7 +733,7 @@ class EvaluateConfig(JobSpec):
 class ScoreModel(Frozen):
     """One FIQA model of a scoring job: a student model dir or a registered version."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="column value in the output (model)")
+    name: PlainName = Field(description="column value in the output (model)")
     model: str = Field(description="a student model dir (a run's best/) or models:/name/version, models:/name@alias")
 
 
@@ -706,7 +836,7 @@ class SweepConfig(JobSpec):
 
     kind: ClassVar[str] = "sweep"
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: PlainName = Field(description="the sweep: <storage>/<name>/")
     storage: str = Field(description="URI under which sweeps live; this one is <storage>/<name>/ (disk or s3://)")
     base: str | dict = Field(description="the distill spec every trial starts from: a YAML path/URI or the mapping")
     fixed: dict = Field(default_factory=dict, description="dotted fields set on the base for every trial, "
@@ -728,10 +858,15 @@ class SweepConfig(JobSpec):
                                  description="each trial's driver (the Ray Tune function that starts its Train run)")
     register: RegisterConfig | None = Field(None, description="register the best trial's student in MLflow")
 
+    @field_validator("metric")
+    @classmethod
+    def _selectable(cls, value: str) -> str:
+        if value not in SELECTABLE:
+            raise ValueError(f"metric must be one of {sorted(SELECTABLE)}, got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> SweepConfig:
-        if self.metric not in SELECTABLE:
-            raise ValueError(f"metric must be one of {sorted(SELECTABLE)}, got {self.metric!r}")
         if self.mode is not None and self.mode != SELECTABLE[self.metric]:
             raise ValueError(f"{self.metric} is better when {'lower' if SELECTABLE[self.metric] == 'min' else 'higher'}"
                              f": mode must be {SELECTABLE[self.metric]}")
@@ -748,11 +883,20 @@ class SweepConfig(JobSpec):
 class ExperimentSweep(Frozen):
     """A small sweep whose best setting becomes the experiment's variant ``sweep-best``."""
 
-    teacher: str = Field("serfiq", description="the teacher the sweep searches with (its label is fixed)")
+    teacher: TeacherName = Field("serfiq", description="the teacher the sweep searches with (its label is fixed)")
     trials: int = Field(4, ge=1)
     fixed: dict = Field(default_factory=dict, description="dotted fields every trial shares, e.g. epochs: 1")
     metric: str = "val_pauc_misaligned"
     mode: Literal["min", "max"] = "min"
+
+    @model_validator(mode="after")
+    def _selectable(self) -> ExperimentSweep:  # checked here, not when the sweep starts after the distill runs
+        if self.metric not in SELECTABLE:
+            raise ValueError(f"metric must be one of {sorted(SELECTABLE)}, got {self.metric!r}")
+        if self.mode != SELECTABLE[self.metric]:
+            raise ValueError(f"{self.metric} is better when {'lower' if SELECTABLE[self.metric] == 'min' else 'higher'}"
+                             f": mode must be {SELECTABLE[self.metric]}")
+        return self
 
 
 class ExperimentConfig(JobSpec):
@@ -766,7 +910,7 @@ class ExperimentConfig(JobSpec):
 
     kind: ClassVar[str] = "experiment"
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: PlainName
     root: str = Field(description="URI under which runs, the sweep, the evaluation and the tables go")
     default: EmbeddedDefault = Field(description="the embedded default's inputs (built under its root if missing)")
     teachers: list[str] = Field(default_factory=lambda: ["serfiq", "crfiqa", "norm"], min_length=1)
@@ -789,4 +933,15 @@ class ExperimentConfig(JobSpec):
                              f"{self.default.teachers})")
         if self.sweep is not None and "sweep-best" in self.variants:
             raise ValueError("variant name sweep-best is the sweep's: rename yours")
+        if self.sweep is not None and self.sweep.teacher not in self.default.teachers:
+            raise ValueError(f"sweep.teacher {self.sweep.teacher!r} is not labelled by the default "
+                             f"(default.teachers: {self.default.teachers})")
         return self
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, variants: dict[str, dict]) -> dict[str, dict]:
+        for name in variants:  # a variant names its runs' directories: <root>/distill/<teacher>-<variant>-s<seed>
+            if not PLAIN_NAME.fullmatch(name):
+                raise ValueError(f"variant names must be {PLAIN_NAME_FORM}, got {name!r}")
+        return variants

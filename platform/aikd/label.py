@@ -8,7 +8,8 @@
 Rerun contract: resume. Output shards map one-to-one to input shards and are written
 whole, each followed by a sidecar under ``_progress/``; a job started again on the same
 output labels only the shards without one, then summarises the whole output, in the
-same MLflow run (its id is kept under the output). Teachers' ``model`` options may be
+same MLflow run (its id is kept under the output). One job writes an output at a time
+(:mod:`aikd.lock`): a second one refuses. Teachers' ``model`` options may be
 registered FR models (``models:/name@alias``).
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -25,11 +27,12 @@ from aikd.actor_pool import map_actors
 from aikd.config import LabelConfig
 from aikd.data.pipeline import aligned_views, decode_valid
 from aikd.data.schema import IMAGE_ID, SUBJECT_ID, validate_schema
-from aikd.data.shards import SUMMARY_FILE, read_rejects, shard_files, write_rejects, write_shard
+from aikd.data.shards import SUMMARY_FILE, check_shard, read_rejects, shard_files, write_rejects, write_shard
 from aikd.job import finish
+from aikd.lock import output_lock
 from aikd.registry import resolve_models
 from aikd.runtime import ensure_ray
-from aikd.storage import resolve
+from aikd.storage import Location, resolve
 from aikd.teachers import TeacherBatch, create_teacher
 from aikd.tracking import job_run
 
@@ -102,11 +105,15 @@ def _sidecar(dst: str):
 
 
 def plan(cfg: LabelConfig) -> list[dict]:
-    """(source shard, output shard) pairs; names stay, prefixed by input index if several inputs."""
+    """(source shard, output shard) pairs; names stay, prefixed by input index if several inputs.
+    Every shard's schema is checked here, so a bad shard stops the job before any is labelled."""
     out = resolve(cfg.out)
     pairs = []
     for i, uri in enumerate(cfg.shards):
-        for f in shard_files(uri):
+        files = shard_files(uri)
+        with ThreadPoolExecutor(16) as pool:  # footer reads are round trips to storage
+            list(pool.map(check_shard, files))
+        for f in files:
             name = posixpath.basename(f.path)
             if len(cfg.shards) > 1:
                 name = f"in{i:02d}-{name}"
@@ -158,12 +165,17 @@ def summary_metrics(summary: dict) -> dict:
 
 def run_label(cfg: LabelConfig) -> dict:
     """Label every shard not yet labelled, then write the summary and rejects of the whole output."""
+    out = resolve(cfg.out)
+    with output_lock(out, "label"):  # before any Ray work: a second job on this output refuses at once
+        return _run_label(cfg, out)
+
+
+def _run_label(cfg: LabelConfig, out: Location) -> dict:
     ensure_ray()
     if cfg.bootstrap is not None:
         from aikd.defaults import ensure_default_inputs
 
         ensure_default_inputs(cfg.bootstrap, upto="label")
-    out = resolve(cfg.out)
     cfg, models = resolve_models(cfg, out)
     teachers = ", ".join(f"{t.name} -> {t.column}" for t in cfg.teachers)
     with job_run(cfg, out.name, inputs={"shards": cfg.shards, "teachers": teachers},

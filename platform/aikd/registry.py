@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from aikd.config import JobSpec, RegisterConfig, validate
+from aikd.config import PLAIN_NAME, JobSpec, RegisterConfig, validate
 from aikd.errors import AikdError, ConfigError
 from aikd.models.weights import CARD_FILE, WEIGHTS_FILE, check_onnx, export_onnx, load_model
 from aikd.redact import redact, redact_text
@@ -104,12 +104,26 @@ def download(ref: ModelRef, registry: str, dest: Location) -> None:
             dest.join(*path.relative_to(local).parts).write_bytes(path.read_bytes())
 
 
+def local_name(text: str) -> str:
+    """A registry's name or version as one directory name under the job's output: never '..', '/' or hidden.
+
+    MLflow allows names that are not plain (spaces, '..'); the registry, not the spec,
+    chose them, so they are mapped rather than refused, with a hash of the original so
+    that two names never share a copy.
+    """
+    if PLAIN_NAME.fullmatch(text):
+        return text
+    import hashlib
+
+    return "_" + re.sub(r"[^A-Za-z0-9_.-]", "_", text) + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def materialize(ref: ModelRef, registry: str, out: Location) -> str:
     """A URI of the version's files that workers on any node read: the source itself when aikd's
     storage reads it (a path or s3://), else a copy under ``out/_models/<name>/<version>``."""
     if _storage_readable(ref.source):
         return resolve(ref.source).uri
-    copy = out.join(MODELS_DIR, ref.name, ref.version)
+    copy = out.join(MODELS_DIR, local_name(ref.name), local_name(ref.version))
     if not copy.join(CARD_FILE).exists():
         download(ref, registry, copy)
     return copy.uri

@@ -76,6 +76,40 @@ class Location:
     def read_json(self):
         return json.loads(self.read_text())
 
+    def create_exclusive(self, data: bytes) -> bool:
+        """Write ``data`` only if nothing is at this path yet; False if something was.
+
+        Local files use ``O_EXCL``; S3 a conditional PUT (``If-None-Match: *``), which
+        pyarrow does not expose, hence boto3. A PUT retried after a lost response can
+        find its own first attempt: callers recognise their own content.
+        """
+        self.parent().makedirs()
+        if not self.is_s3:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        from botocore.exceptions import ClientError
+
+        bucket, key = self.path.split("/", 1)
+        try:
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise StorageError(f"{self.uri}: {err}") from None
+        return True
+
+    def delete(self) -> None:
+        """Remove the file here (nothing if there is none)."""
+        try:
+            self.fs.delete_file(self.path)
+        except FileNotFoundError:
+            pass
+
     def parent(self) -> Location:
         return Location(self.fs, posixpath.dirname(self.path), posixpath.dirname(self.uri))
 
@@ -134,6 +168,16 @@ def s3_filesystem() -> pafs.S3FileSystem:
         if token:
             kwargs["session_token"] = token
     return pafs.S3FileSystem(**kwargs)
+
+
+def s3_client():
+    """boto3's S3 client from the same environment (for the calls pyarrow lacks), with standard retries."""
+    import boto3
+    from botocore.config import Config
+
+    endpoint = _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    return boto3.client("s3", endpoint_url=endpoint, region_name=_env("AWS_REGION", "AWS_DEFAULT_REGION"),
+                        config=Config(retries={"max_attempts": S3_RETRIES, "mode": "standard"}))
 
 
 def resolve(uri: str | os.PathLike) -> Location:

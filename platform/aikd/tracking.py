@@ -163,7 +163,7 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             for name in present:
                 data = out.join(name).read_bytes()
-                if name.endswith((".json", ".md", ".html", ".yaml", ".txt")):
+                if name.endswith((".json", ".md", ".html", ".yaml", ".txt", ".csv")):
                     data = redact(data.decode()).encode()
                 (Path(tmp) / name).write_bytes(data)
             self.log_dir(tmp, artifact_path)

@@ -1,38 +1,15 @@
-"""2-worker CPU distillation runs with DeepSpeed, shared between tests (each fit costs ~30 s)."""
+"""2-worker CPU distillation runs with DeepSpeed (the S3 one, `s3_run`, is shared with the reliability suite)."""
 
 import json
 
-import pytest
 from mlflow import MlflowClient
 
-from aikd.config import DataConfig, DistillConfig, EngineConfig, Resources, StudentConfig
+from aikd.config import EngineConfig, StudentConfig
 from aikd.distill.run import run_distill
 from aikd.distill.worker import SIDECAR
 from aikd.job import latest_checkpoint, read_json
 from aikd.models.weights import load_model
-from aikd.storage import copy_tree, resolve
-
-
-def _config(shards, weights, storage, name, zero_stage, max_steps):
-    half = Resources(workers=2, cpus_per_worker=0.5)
-    data = DataConfig(shards=shards, label="q_norm", image_size=64, val_fraction=0.1, resources=half)
-    return DistillConfig(name=name, storage=storage, data=data, student=StudentConfig(weights=weights),
-                         engine=EngineConfig(zero_stage=zero_stage, micro_batch=32), epochs=2,
-                         max_steps=max_steps, resources=half)
-
-
-@pytest.fixture(scope="module")
-def s3_run(labelled_run, fr_run, s3_server):
-    """ZeRO-0 on data, model and run storage all in the local S3 bucket; then the same run again, longer."""
-    job, _ = labelled_run
-    cfg_fr, _ = fr_run
-    root = "s3://aikd-test/distill"
-    copy_tree(resolve(job.out), resolve(f"{root}/labelled"))
-    copy_tree(resolve(cfg_fr.out), resolve(f"{root}/fr_model"))
-    first = _config([f"{root}/labelled"], f"{root}/fr_model", f"{root}/runs", "zero0", 0, max_steps=30)
-    summary_first = run_distill(first)
-    second = first.model_copy(update={"max_steps": 40})
-    return first, summary_first, run_distill(second)
+from aikd.storage import resolve
 
 
 def test_zero0_run_on_s3_writes_checkpoints_and_a_student(s3_run):
@@ -70,10 +47,14 @@ def test_starting_the_same_run_again_resumes_from_its_checkpoint(s3_run):
     assert read_json(latest_checkpoint(resolve(cfg.storage).join(cfg.name)), SIDECAR)["step"] == 40
 
 
-def test_zero1_run_finishes_on_local_disk(labelled_run, fr_run, tmp_path):
+def test_zero1_run_finishes_on_local_disk(s3_run, labelled_run, fr_run, tmp_path):
     job, _ = labelled_run
     cfg_fr, _ = fr_run
-    cfg = _config([job.out], cfg_fr.out, str(tmp_path / "runs"), "zero1", 1, max_steps=12)
+    reference, _, _ = s3_run
+    cfg = reference.model_copy(update={
+        "data": reference.data.model_copy(update={"shards": [job.out]}), "student": StudentConfig(weights=cfg_fr.out),
+        "engine": EngineConfig(zero_stage=1, micro_batch=32), "storage": str(tmp_path / "runs"), "name": "zero1",
+        "max_steps": 12})
     summary = run_distill(cfg)
     assert summary["steps"] == 12 and summary["student"] is not None
     config = json.loads(resolve(str(tmp_path / "runs")).join("zero1", "config.json").read_text())

@@ -38,10 +38,11 @@ def _spec(root, labelled_run, fr_run, name: str, **fields) -> str:
 
 
 @contextlib.contextmanager
-def _sweep(spec: str, log_path):
+def _sweep(spec: str, log_path, env: dict | None = None):
     """`python -m aikd run spec` in a session of its own; whatever is left of it is killed on the way out."""
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "aikd", "run", spec], cwd=os.path.dirname(spec),
+                                env=os.environ | (env or {}),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield proc
@@ -68,9 +69,10 @@ def _table(home) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def grid_sweep(labelled_run, fr_run, s3_server, tmp_path_factory):
-    """A 4-trial sweep over 2 teachers x 2 strengths, living in the local S3 bucket, killed (SIGKILL, its
-    Ray with it) once two trials finished and a third has a checkpoint, then started again and run out."""
+def grid_sweep(labelled_run, fr_run, s3_server, proxy, tmp_path_factory):
+    """A 4-trial sweep over 2 teachers x 2 strengths, living in the local S3 bucket behind the fault
+    proxy (10 % of its requests fail), killed (SIGKILL, its Ray with it) once two trials finished and a
+    third has a checkpoint, then started again and run out."""
     root = tmp_path_factory.mktemp("grid")
     storage = f"s3://aikd-test/sweeps-{uuid.uuid4().hex[:8]}"
     spec = _spec(root, labelled_run, fr_run, "grid", storage=storage, trials=4, early_stop=None,
@@ -91,12 +93,15 @@ def grid_sweep(labelled_run, fr_run, s3_server, tmp_path_factory):
         return len(finished()) >= 2 and dirs - {f.parent().name for f in finished()}
 
     logs = [root / "first.log", root / "second.log"]
-    with _sweep(spec, logs[0]) as proc:  # killed when the condition holds
+    through_faults = {"AWS_ENDPOINT_URL": proxy.url}
+    faults_before = sum(proxy.figures()["faults"].values())
+    with _sweep(spec, logs[0], through_faults) as proc:  # killed when the condition holds
         _wait_for(interrupted_with_checkpoint, proc, 600, "two finished trials and a third with a checkpoint")
     before = {f.parent().name: (_mtime(f), f.read_bytes()) for f in finished()}
-    with _sweep(spec, logs[1]) as proc:
+    with _sweep(spec, logs[1], through_faults) as proc:
         assert proc.wait(timeout=900) == 0, logs[1].read_text()[-3000:]
-    return home, home.join("summary.json").read_json(), before, [p.read_text() for p in logs], spec
+    faults = sum(proxy.figures()["faults"].values()) - faults_before
+    return home, home.join("summary.json").read_json(), before, [p.read_text() for p in logs], spec, faults
 
 
 def test_a_grid_sweep_runs_every_trial_and_registers_the_one_with_the_lowest_metric(grid_sweep):
@@ -132,7 +137,8 @@ def test_every_trial_is_an_mlflow_run_under_the_sweep(grid_sweep):
 
 
 def test_a_killed_sweep_started_again_keeps_its_finished_trials(grid_sweep):
-    home, summary, before, (first, second), _ = grid_sweep
+    home, summary, before, (first, second), _, faults = grid_sweep
+    assert faults > 0  # its state, checkpoints and results were written through injected S3 faults
     assert len(before) >= 2 and "continuing" in second
     for trial, (mtime, data) in before.items():  # finished trials were not trained again
         summary_file = home.join("trials", trial, "summary.json")
@@ -143,7 +149,7 @@ def test_a_killed_sweep_started_again_keeps_its_finished_trials(grid_sweep):
 
 
 def test_a_finished_sweep_started_again_registers_nothing_new(grid_sweep, capsys):
-    home, summary, *_, spec = grid_sweep
+    home, summary, *_, spec, _ = grid_sweep
     assert main(["sweep", spec]) == 0
     assert "has finished; its summary stands" in capsys.readouterr().out
     versions = MlflowClient().search_model_versions("name = 'sweep-test'")

@@ -7,9 +7,14 @@ Two sources:
 * the reference AI-KD release: a pickle of image name -> (box, 5x2 landmarks) and a
   pickle of image name -> quality score, read with a restricted unpickler.
 
-Both go through one loop that checks every row (image decodes, landmarks and labels
-are finite) and sends bad ones to the rejects table with a reason. One bad file never
-stops the job.
+Both go through one loop that checks every row (its id is new and names a file under
+the images root; the image's header gives a usable size and the whole image decodes;
+landmarks are finite, distinct and on the image; labels are finite) and sends bad ones
+to the rejects table with a reason. One bad file never stops the job.
+
+:func:`image_header` is the size guard every decoder in aikd goes through first: the
+pipeline's OpenCV decode and the scoring actors call it too, so a decompression bomb is
+refused from its header, before any pixel buffer is allocated.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import io
 import json
 import math
 import posixpath
+import struct
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
+from aikd.align import box_reason, degenerate_reason
 from aikd.data.safe_pickle import safe_loads
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID, label_column, with_columns
 from aikd.data.shards import DEFAULT_ROWS_PER_SHARD, ShardWriter, write_rejects, write_summary
@@ -34,6 +42,10 @@ from aikd.errors import AikdError
 from aikd.storage import Location, StorageError, resolve
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+MIN_IMAGE_SIDE = 16  # pixels: below this there is no face to align (the smallest model input is 16 px)
+MAX_IMAGE_PIXELS = 50_000_000  # 50 MP decodes to 150 MB; a header claiming more is refused undecoded
+DUPLICATE = "duplicate image_id"
+OUTSIDE_ROOT = "image path outside the images root"
 
 
 class IngestError(AikdError):
@@ -66,24 +78,34 @@ def _numbers(values, source: str) -> list[float] | None:
     return out
 
 
-def read_landmarks_file(location: Location) -> dict[str, Record]:
-    """CSV (path, 10 landmark numbers, optional 4 box numbers; header optional) or JSON
-    (``{path: [10 numbers]}`` or ``{path: {"landmarks": [...], "bbox": [...]}}``)."""
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs in file order: repeated keys are kept, not overwritten."""
+
+
+def read_landmarks(location: Location) -> list[Record]:
+    """Every entry of a landmarks file, in file order, a repeated path included.
+
+    CSV: path, 10 landmark numbers, optional 4 box numbers; header optional. JSON:
+    ``{path: [10 numbers]}`` or ``{path: {"landmarks": [...], "bbox": [...]}}``.
+    """
     if not location.exists():
         raise IngestError(f"landmarks file not found: {location.uri}")
     text = location.read_text()
-    records: dict[str, Record] = {}
+    records: list[Record] = []
     if location.path.lower().endswith(".json"):
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_Pairs)
         except json.JSONDecodeError as err:
             raise IngestError(f"{location.uri}: not valid JSON ({err})") from None
-        for key, value in data.items():
+        if not isinstance(data, _Pairs):
+            raise IngestError(f"{location.uri}: expected an object of path -> landmarks, got {type(data).__name__}")
+        for key, value in data:
             src = f"{location.uri} [{key}]"
-            if isinstance(value, dict):
-                records[key] = Record(key, _numbers(value.get("landmarks"), src), _numbers(value.get("bbox"), src))
+            if isinstance(value, _Pairs):
+                value = dict(value)
+                records.append(Record(key, _numbers(value.get("landmarks"), src), _numbers(value.get("bbox"), src)))
             else:
-                records[key] = Record(key, _numbers(value, src))
+                records.append(Record(key, _numbers(value, src)))
         return records
     rows = list(csv.reader(io.StringIO(text)))
     if rows and rows[0] and not _is_number(rows[0][1] if len(rows[0]) > 1 else ""):
@@ -99,8 +121,16 @@ def read_landmarks_file(location: Location) -> dict[str, Record]:
         src = f"{location.uri} row {line}"
         has_box = len(row) == 15 and any(cell.strip() for cell in row[11:15])
         bbox = _numbers(row[11:15], src) if has_box else None
-        records[row[0]] = Record(row[0], _numbers(row[1:11], src), bbox)
+        records.append(Record(row[0], _numbers(row[1:11], src), bbox))
     return records
+
+
+def read_landmarks_file(location: Location) -> dict[str, Record]:
+    """path -> its landmarks entry; a path listed twice keeps its first entry (:func:`read_landmarks` has all)."""
+    table: dict[str, Record] = {}
+    for rec in read_landmarks(location):
+        table.setdefault(rec.image_id, rec)
+    return table
 
 
 def _is_number(text: str) -> bool:
@@ -111,14 +141,22 @@ def _is_number(text: str) -> bool:
         return text.strip() == ""
 
 
-def folder_records(images: Location, landmarks: dict[str, Record]) -> list[Record]:
-    """Every image file under ``images`` with its landmarks (None where the file has none)."""
+def folder_records(images: Location, entries: list[Record]) -> list[Record]:
+    """Every image file under ``images`` with its first landmarks entry (None where the file has none),
+    then the entries that name no image file and the repeated entries: rows too, rejected by the loop."""
     files = [loc for loc in images.list_files() if loc.path.lower().endswith(IMAGE_SUFFIXES)]
     found = {posixpath.relpath(loc.path, images.path) for loc in files}
-    records = [landmarks.get(rel, Record(rel, None)) for rel in sorted(found)]
+    first: dict[str, Record] = {}
+    repeats = []
+    for rec in entries:
+        if rec.image_id in first:
+            repeats.append(rec)
+        else:
+            first[rec.image_id] = rec
+    records = [first.get(rel, Record(rel, None)) for rel in sorted(found)]
     # Landmark entries without an image are rows too: they are rejected, not lost.
-    records += [rec for key, rec in sorted(landmarks.items()) if key not in found]
-    return records
+    records += [rec for key, rec in sorted(first.items()) if key not in found]
+    return records + repeats
 
 
 def aikd_records(landmarks_pickle: Location, quality_pickle: Location | None, label: str) -> list[Record]:
@@ -151,31 +189,122 @@ def _load_pickle_dict(location: Location) -> dict:
 
 
 # --------------------------------------------------------------------------- checks
-def check_image(data: bytes) -> str | None:
-    """None if the bytes decode to a whole image, else the reason."""
-    if not data:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # SOFn
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the first frame header (SOFn), walking the marker segments before it."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+        elif marker in _JPEG_FRAMES:
+            if i + 9 > n:
+                return None
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return width, height
+        elif marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        else:
+            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
+
+
+def _any_size(data: bytes) -> tuple[int, int] | None:
+    """Other formats (BMP, WebP, ...): PIL reads the header only; ``open`` decodes no pixels."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller's limit is lower
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Image.DecompressionBombError:
+        return (2**31 - 1, 2**31 - 1)  # beyond PIL's own limit, so beyond ours
+    except Exception:
+        return None
+
+
+def image_header(data: bytes | None) -> tuple[int, int] | str:
+    """(width, height) from the image's header if it may be decoded, else why not.
+
+    Nothing is decoded and no pixel buffer is allocated, so a decompression bomb (a few KB
+    claiming 30000 x 30000 px) is refused here. Every decoder in aikd calls this first.
+    """
+    if data is None or len(data) == 0:
         return "empty image file"
+    if data.startswith(_PNG_SIGNATURE):
+        size = _png_size(data)
+    elif data.startswith(b"\xff\xd8"):
+        size = _jpeg_size(data)
+    else:
+        size = _any_size(data)
+    if size is None:
+        return "undecodable image"
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        return f"image too large ({width}x{height} px, more than {MAX_IMAGE_PIXELS:,} pixels)"
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return f"image too small ({width}x{height} px, less than {MIN_IMAGE_SIDE} px a side)"
+    return width, height
+
+
+def check_image(data: bytes, landmarks: list[float] | None = None) -> str | None:
+    """None if the bytes decode to a whole image of a usable size (with ``landmarks``: on it), else the reason."""
+    header = image_header(data)
+    if isinstance(header, str):
+        return header
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # decodes every byte: truncated files fail here, not at training time
     except Exception as err:
         return f"undecodable image ({type(err).__name__}: {err})"
+    if landmarks is not None:
+        return degenerate_reason(np.asarray(landmarks, np.float64)[None], np.asarray([header]))[0] or None
     return None
 
 
+def outside_root(image_id: str) -> bool:
+    """True for an id that, joined to the images root, names a file outside it (absolute, or a '..' part)."""
+    return image_id.startswith(("/", "\\")) or ".." in image_id.replace("\\", "/").split("/")
+
+
 def check_record(rec: Record) -> str | None:
+    if outside_root(rec.image_id):
+        return OUTSIDE_ROOT  # never read: a landmarks table or pickle must not reach files beside the images
     if rec.landmarks is None:
         return "missing landmarks"
     if len(rec.landmarks) != 10:
         return f"landmarks must be 10 numbers, got {len(rec.landmarks)}"
-    if not all(math.isfinite(v) for v in rec.landmarks):
-        return "non-finite landmarks"
-    if rec.bbox is not None and (len(rec.bbox) != 4 or not all(math.isfinite(v) for v in rec.bbox)):
-        return "invalid bbox (need 4 finite numbers)"
+    degenerate = degenerate_reason(np.asarray(rec.landmarks, np.float64)[None])[0]
+    if degenerate:
+        return degenerate  # non-finite or coincident: no alignment can be computed
+    if rec.bbox is not None and box_reason(rec.bbox):
+        return "invalid bbox (need 4 finite numbers, x1 < x2 and y1 < y2)"
     for name, value in rec.labels.items():
         if not math.isfinite(value):
             return f"non-finite label {name}"
     return None
+
+
+def check_records(records: list[Record]) -> list[str | None]:
+    """Each record's problem before its image is read; an id seen before is a duplicate (the first one stays)."""
+    seen: set[str] = set()
+    problems: list[str | None] = []
+    for rec in records:
+        problems.append(DUPLICATE if rec.image_id in seen else check_record(rec))
+        seen.add(rec.image_id)
+    return problems
 
 
 # --------------------------------------------------------------------------- the loop
@@ -184,7 +313,7 @@ def _read(location: Location) -> bytes | str:
         return location.read_bytes()
     except FileNotFoundError:
         return "image file not found"
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: a name the filesystem cannot hold (e.g. a NUL byte)
         return f"unreadable image file ({err})"
 
 
@@ -201,7 +330,7 @@ def ingest(records: list[Record], images: Location, out_uri: str, *, labels: tup
         key = reason.split(" (")[0]
         reasons[key] = reasons.get(key, 0) + 1
 
-    checked = [(rec, check_record(rec)) for rec in records]
+    checked = list(zip(records, check_records(records), strict=True))
     to_read = [rec for rec, problem in checked if problem is None]
     for rec, problem in checked:
         if problem is not None:
@@ -212,7 +341,7 @@ def ingest(records: list[Record], images: Location, out_uri: str, *, labels: tup
         chunk: list[dict] = []
         contents = pool.map(lambda r: _read(images.join(r.image_id)), to_read)
         for rec, data in zip(to_read, contents, strict=True):
-            problem = data if isinstance(data, str) else check_image(data)
+            problem = data if isinstance(data, str) else check_image(data, rec.landmarks)
             if problem is not None:
                 reject(rec.image_id, problem)
             else:
@@ -247,8 +376,7 @@ def _row(rec: Record, data: bytes, labels: Iterable[str]) -> dict:
 def ingest_folder(images_uri: str, landmarks_uri: str, out_uri: str, **kwargs) -> dict:
     images = resolve(images_uri)
     try:
-        landmarks = read_landmarks_file(resolve(landmarks_uri))
-        records = folder_records(images, landmarks)
+        records = folder_records(images, read_landmarks(resolve(landmarks_uri)))
     except StorageError as err:
         raise IngestError(f"image folder: {err}") from None
     return ingest(records, images, out_uri, kind="ingest-folder", **kwargs)

@@ -30,8 +30,9 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from aikd.actor_pool import map_actors
-from aikd.align import degenerate_reason, perturb, similarity_batch, template, warp_rgb
+from aikd.align import degenerate_reason, outside_image, perturb, similarity_batch, template, warp_rgb
 from aikd.config import DataConfig
+from aikd.data.ingest import image_header
 from aikd.data.schema import IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID, ShardSchemaError, validate_schema
 from aikd.data.shards import shard_files
 from aikd.data.split import held_out, stable_hash
@@ -66,11 +67,25 @@ def _on_this_node(actor):
     return actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False))
 
 
-def decode(blob: bytes) -> np.ndarray | None:
-    """BGR uint8 image, or None if the bytes are not a decodable image."""
-    if not blob:
-        return None
-    return cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+def decode_image(blob: bytes | None) -> tuple[np.ndarray | None, str]:
+    """(BGR uint8 image, '') or (None, why not).
+
+    The header is checked first (:func:`aikd.data.ingest.image_header`): an image that is
+    too large (a decompression bomb) or too small is refused before OpenCV allocates
+    anything. ``IMREAD_COLOR`` converts whatever else decodes to 3 channels of 8 bits:
+    grayscale is replicated, alpha is dropped, 16-bit samples are scaled down, CMYK
+    becomes BGR. It also refuses truncated JPEG and PNG data (returns None).
+    """
+    header = image_header(blob)
+    if isinstance(header, str):
+        return None, header
+    image = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
+    return (image, "") if image is not None else (None, "undecodable image")
+
+
+def decode(blob: bytes | None) -> np.ndarray | None:
+    """BGR uint8 image, or None if the bytes are not an image aikd decodes (see :func:`decode_image`)."""
+    return decode_image(blob)[0]
 
 
 def _noise_rngs(hashes: np.ndarray, seed: int, epoch: int):
@@ -78,10 +93,11 @@ def _noise_rngs(hashes: np.ndarray, seed: int, epoch: int):
         yield np.random.default_rng([seed, epoch, int(h)])
 
 
-def decode_valid(batch: dict, rows: np.ndarray, label: str | None = None):
-    """Decode the given rows, rejecting bad landmarks, labels and images with a reason.
+def decode_rows(batch: dict, rows: np.ndarray, label: str | None = None):
+    """Decode the given rows; bad landmarks, labels and images get a reason instead.
 
-    Returns (kept row indices, BGR images, all landmarks as (N, 10) float64, rejects).
+    Returns (kept row indices, BGR images, all landmarks as (N, 10) float64,
+    {row index: reason} of the rejected rows).
     """
     ids = batch[IMAGE_ID]
     landmarks = np.stack([np.asarray(v, np.float64) for v in batch[LANDMARKS]]) if len(ids) else np.zeros((0, 10))
@@ -89,21 +105,36 @@ def decode_valid(batch: dict, rows: np.ndarray, label: str | None = None):
     labels = np.asarray(batch[label], np.float64) if label else None
     images: list[np.ndarray] = []
     good: list[int] = []
-    rejects: list[tuple[str, str]] = []
+    rejected: dict[int, str] = {}
     for i in rows:
+        i = int(i)
         if reasons[i]:
-            rejects.append((str(ids[i]), str(reasons[i])))
+            rejected[i] = str(reasons[i])
             continue
         if labels is not None and not np.isfinite(labels[i]):
-            rejects.append((str(ids[i]), f"non-finite label {label}"))
+            rejected[i] = f"non-finite label {label}"
             continue
-        image = decode(batch[IMAGE][i])
+        image, why = decode_image(batch[IMAGE][i])
         if image is None:
-            rejects.append((str(ids[i]), "undecodable image"))
+            rejected[i] = why
+            continue
+        if outside_image(landmarks[i], np.array([image.shape[1], image.shape[0]])).any():
+            rejected[i] = "landmarks outside the image"
             continue
         images.append(image)
-        good.append(int(i))
-    return np.array(good, dtype=np.int64), images, landmarks, rejects
+        good.append(i)
+    return np.array(good, dtype=np.int64), images, landmarks, rejected
+
+
+def decode_valid(batch: dict, rows: np.ndarray, label: str | None = None):
+    """Decode the given rows, rejecting bad landmarks, labels and images with a reason.
+
+    Returns (kept row indices, BGR images, all landmarks as (N, 10) float64, rejects as
+    (image_id, reason) in row order).
+    """
+    good, images, landmarks, rejected = decode_rows(batch, rows, label)
+    ids = batch[IMAGE_ID]
+    return good, images, landmarks, [(str(ids[i]), why) for i, why in rejected.items()]
 
 
 def aligned_views(images: list[np.ndarray], landmarks: np.ndarray, size: int) -> np.ndarray:

@@ -113,14 +113,20 @@ def shard_files(uri: str | Location) -> list[Location]:
     return files
 
 
-def read_shard(location: Location, columns: list[str] | None = None,
-               labels: tuple[str, ...] = ()) -> pa.Table:
-    """Read one shard, validating its schema first so errors name the file and column."""
+def check_shard(location: Location, labels: tuple[str, ...] = ()) -> pa.Schema:
+    """A shard's schema, checked from its footer: errors name the file and the column."""
     try:
         schema = pq.read_schema(location.path, filesystem=location.fs)
     except (pa.ArrowInvalid, OSError) as err:
         raise ShardSchemaError(f"{location.uri}: not a readable Parquet file ({err})") from None
     validate_schema(schema, location.uri, labels)
+    return schema
+
+
+def read_shard(location: Location, columns: list[str] | None = None,
+               labels: tuple[str, ...] = ()) -> pa.Table:
+    """Read one shard, validating its schema first so errors name the file and column."""
+    check_shard(location, labels)
     return pq.read_table(location.path, filesystem=location.fs, columns=columns)
 
 

@@ -190,4 +190,5 @@ def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None, shared:
         f"best_{cfg.validation.select}": final.get("best_val"),
         "history": final.get("history", []),
         "rejected_train_rows": len(train.rejects()),
+        "rejected_val_rows": len(val.rejects()),  # of the validation rows read (at most val_limit are)
     }

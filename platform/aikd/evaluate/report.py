@@ -4,7 +4,8 @@
           -> pairs (built from subject ids, or a pairs file)
           -> per FMR, condition and model: EDC, pAUC at each limit (raw and minus the best curve)
           -> invariance: Spearman of each model's aligned vs other-condition scores
-          -> report.json, pauc.md, edc_<condition>_fmr<f>.png, index.html under ``out``
+          -> report.json, pauc.md, edc_<condition>_fmr<f>.png, index.html under ``out``,
+             and _rejects.parquet: the rows not used, with a reason (rows = faces + rejected)
 
 Models may be registered versions (``models:/name@alias``): the report names the
 version each resolved to, and each evaluated student version gets its pAUC per
@@ -21,6 +22,7 @@ import json
 import numpy as np
 
 from aikd.config import EvaluateConfig
+from aikd.data.shards import write_rejects
 from aikd.evaluate.bootstrap import Bootstrap, differences, interval
 from aikd.evaluate.edc import EDC, edc_fixed, edc_reestimated, pair_qualities, pauc
 from aikd.evaluate.pairs import Pairs, build_pairs, comparison_scores, read_pairs
@@ -88,6 +90,16 @@ def evaluate(cfg: EvaluateConfig, faces: dict[str, np.ndarray], samples: dict | 
             results["invariance"].append({"model": model, "condition": condition,
                                           "spearman_vs_aligned": spearman(base, faces[f"q__{model}__{condition}"])})
     return results, curves
+
+
+def reject_counts(faces: dict[str, np.ndarray], rejects: list[tuple[str, str]]) -> dict:
+    """Rows read, faces used, rows rejected and the count per reason (the text before any ' (')."""
+    reasons: dict[str, int] = {}
+    for _, why in rejects:
+        key = why.split(" (")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    used = int(len(faces["image_id"]))
+    return {"rows": used + len(rejects), "faces": used, "rejected": len(rejects), "reject_reasons": reasons}
 
 
 def markdown_table(results: dict, limits: list[float]) -> str:
@@ -161,6 +173,13 @@ def _bootstrap_note(results: dict) -> str:
             f"called better or worse only when its interval excludes 0.")
 
 
+def _rejects_note(results: dict) -> str:
+    if not results.get("rejected"):
+        return ""
+    reasons = html.escape(", ".join(f"{k}: {v}" for k, v in sorted(results["reject_reasons"].items())))
+    return f" ({results['rejected']} of {results['rows']} rows rejected: {reasons}; see _rejects.parquet)"
+
+
 def html_page(results: dict, table_md: str, images: list[tuple[str, str]]) -> str:
     tables = "".join("<table>" + "".join(  # one HTML table per Markdown table (blocks between blank lines)
         "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
@@ -174,7 +193,8 @@ def html_page(results: dict, table_md: str, images: list[tuple[str, str]]) -> st
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>aikd evaluation</title>"
             f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}"
             f"td{{border:1px solid #ccc;padding:3px 8px}}figure{{display:inline-block;margin:1em}}</style></head>"
-            f"<body><h1>FIQA evaluation</h1><p>{results['faces']} faces, {results['mated_pairs']} mated and "
+            f"<body><h1>FIQA evaluation</h1><p>{results['faces']} faces{_rejects_note(results)}, "
+            f"{results['mated_pairs']} mated and "
             f"{results['non_mated_pairs']} non-mated comparisons; EDC mode {results['mode']}, pair quality "
             f"{results['pair_quality']}. Lower pAUC is better.{_bootstrap_note(results)}</p>{registered}"
             f"{tables}{figures}"
@@ -239,12 +259,15 @@ def run_evaluate(cfg: EvaluateConfig, samples: dict | None = None) -> dict:
     cfg, models = resolve_models(cfg, out)
     with job_run(cfg, out.name, inputs={"shards": cfg.shards, "fr_model": cfg.fr_model},
                  outputs={"report": out.uri}) as tracker:
-        faces = score_faces(cfg)
+        faces, rejects = score_faces(cfg)
         results, curves = evaluate(cfg, faces, samples)
+        results |= reject_counts(faces, rejects)
+        write_rejects(out.uri, rejects)
         results["registered_models"] = [{k: m[k] for k in ("field", "uri", "resolved_uri")} for m in models]
         written = write_report(cfg, results, curves)
         summary = finish(out, {
             "job": "evaluate", "report": written["report"], "faces": results["faces"],
+            **{k: results[k] for k in ("rows", "rejected", "reject_reasons")},
             "mated_pairs": results["mated_pairs"], "non_mated_pairs": results["non_mated_pairs"],
             "pauc": results["pauc"], "invariance": results["invariance"], "bootstrap": results.get("bootstrap"),
             "differences": results["differences"], "table": written["table"],

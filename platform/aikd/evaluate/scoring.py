@@ -4,6 +4,10 @@ Conditions: ``aligned`` (5-point similarity alignment), ``misaligned_<s>`` (the 
 after landmark noise of strength s, seeded per image, so every model sees the same
 misaligned crop) and ``box`` (the detector box, squared and resized: no landmarks).
 The FR model sees exactly the crop the FIQA models see.
+
+Every row read comes back used or rejected with a reason (undecodable or unusable image,
+bad landmarks, no or an invalid box when the box condition is on, or an image_id that an
+earlier row in plan order already has), so rows in = faces used + rejects.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from aikd.actor_pool import map_actors
-from aikd.align import box_matrix, perturb, similarity_batch, template, warp_rgb
+from aikd.align import box_matrix, box_reason, perturb, similarity_batch, template, warp_rgb
 from aikd.config import Condition, EvaluateConfig
-from aikd.data.pipeline import decode_valid, plan_units, unit_batches
+from aikd.data.ingest import DUPLICATE
+from aikd.data.pipeline import decode_rows, plan_units, unit_batches
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
 from aikd.data.split import stable_hash
 from aikd.errors import AikdError
@@ -56,6 +61,9 @@ class _Student:
         return Scores(q.float().cpu().numpy(), {})
 
 
+REASON, ORDER = "reason", "order"
+
+
 class EvalScorer:
     """Actor: FR model + FIQA models loaded once; scores every condition of each batch."""
 
@@ -77,23 +85,44 @@ class EvalScorer:
     def __call__(self, units: dict) -> dict:
         columns = [IMAGE_ID, SUBJECT_ID, IMAGE, LANDMARKS, BBOX]
         parts = []
-        for uri, row_group in zip(units["uri"], units["row_group"], strict=True):
+        for index, uri, row_group in zip(units["index"], units["uri"], units["row_group"], strict=True):
+            start = 0
             for batch in unit_batches(uri, row_group, columns, self.cfg.batch_size):
-                parts.append(self.score_batch(batch))
+                part = self.score_batch(batch)
+                n = len(part[IMAGE_ID])
+                part[ORDER] = int(index) * 2**32 + start + np.arange(n, dtype=np.int64)  # plan order
+                start += n
+                parts.append(part)
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
     @torch.no_grad()
     def score_batch(self, batch: dict) -> dict:
-        rows, images, landmarks, _ = decode_valid(batch, np.arange(len(batch[IMAGE_ID])))
-        if self.cfg.box:  # a box condition needs a box: rows without one are left out of every condition
-            rows_with_box = [i for i, r in enumerate(rows) if batch[BBOX][r] is not None]
-            images = [images[i] for i in rows_with_box]
-            rows = rows[rows_with_box]
-        ids = np.asarray(batch[IMAGE_ID])[rows].astype(str)
-        out = {IMAGE_ID: ids, SUBJECT_ID: np.asarray(batch[SUBJECT_ID])[rows].astype(str)}
+        """Every row of ``batch``: its columns where usable; NaN and a reason where not."""
+        n = len(batch[IMAGE_ID])
+        rows, images, landmarks, rejected = decode_rows(batch, np.arange(n))
+        reasons = np.full(n, "", dtype=object)
+        for i, why in rejected.items():
+            reasons[i] = why
+        if self.cfg.box:  # a box condition needs a box: rows without a usable one are left out of every condition
+            for r in rows:
+                reasons[r] = box_reason(batch[BBOX][r])
+            usable = [k for k, r in enumerate(rows) if not reasons[r]]
+            images = [images[k] for k in usable]
+            rows = rows[usable]
+        out = {IMAGE_ID: np.asarray(batch[IMAGE_ID]).astype(str), SUBJECT_ID: np.asarray(batch[SUBJECT_ID]).astype(str),
+               REASON: reasons}
+        ids = out[IMAGE_ID][rows]
         lms = landmarks[rows]
         boxes = [np.asarray(batch[BBOX][r], np.float64) for r in rows] if self.cfg.box else None
         hashes = stable_hash(ids, self.cfg.seed)
+
+        def full(values: np.ndarray) -> np.ndarray:
+            """The values of the usable rows spread over all rows, NaN elsewhere."""
+            values = np.asarray(values, np.float32)
+            spread = np.full((n, *values.shape[1:]), np.nan, np.float32)
+            spread[rows] = values
+            return spread
+
         for condition in self.conditions:
             crops: dict[int, np.ndarray] = {}  # one warp per output size, shared by the models
 
@@ -104,25 +133,39 @@ class EvalScorer:
                 return crops[size]
 
             fr_in = self.fr_preprocess(crop(self.fr_preprocess.input_size), self.device)
-            out[f"emb__{condition.name}"] = F.normalize(self.fr(fr_in).float(), dim=1).cpu().numpy()
+            out[f"emb__{condition.name}"] = full(F.normalize(self.fr(fr_in).float(), dim=1).cpu().numpy())
             for name, model in self.models.items():
-                tb = TeacherBatch(ids, out[SUBJECT_ID], crop(model.input_size), {})
+                tb = TeacherBatch(ids, out[SUBJECT_ID][rows], crop(model.input_size), {})
                 values = model.score(tb).values
                 sign = 1.0 if model.higher_is_better else -1.0  # EDC wants higher = better
-                out[f"q__{name}__{condition.name}"] = sign * np.asarray(values, np.float32)
+                out[f"q__{name}__{condition.name}"] = full(sign * np.asarray(values, np.float32))
         return out
 
 
-def score_faces(cfg: EvaluateConfig) -> dict[str, np.ndarray]:
-    """All columns for every usable face of the evaluation set, gathered on the driver."""
+def score_faces(cfg: EvaluateConfig) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """Every usable face of the evaluation set with all its columns (in image_id order), gathered on the
+    driver, and the rejected rows as (image_id, reason) in plan order."""
     from aikd.config import DataConfig
 
-    units = plan_units(DataConfig(shards=cfg.shards))
-    items = [{"uri": u.uri, "row_group": u.row_group} for u in units]
+    units = [u for u in plan_units(DataConfig(shards=cfg.shards)) if u.rows > 0]
+    if not units:
+        raise AikdError(f"no faces in {cfg.shards}: every shard is empty")
+    items = [{"index": k, "uri": u.uri, "row_group": u.row_group} for k, u in enumerate(units)]
     ds = map_actors(items, EvalScorer, {"cfg": cfg}, cfg.resources)
-    batches = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
-    if not batches:
-        raise AikdError(f"no usable faces in {cfg.shards}")
-    out = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
-    order = np.argsort(out[IMAGE_ID], kind="stable")  # a deterministic order, whatever Ray delivered
-    return {k: v[order] for k, v in out.items()}
+    batches = [b for b in ds.iter_batches(batch_size=None, batch_format="numpy") if IMAGE_ID in b]
+    rows = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    order = np.argsort(rows.pop(ORDER), kind="stable")  # plan order, whatever order Ray delivered
+    rows = {k: v[order] for k, v in rows.items()}
+    reasons = rows.pop(REASON).astype(object)
+    _, first = np.unique(rows[IMAGE_ID], return_index=True)
+    later = np.ones(len(reasons), bool)
+    later[first] = False
+    reasons[later] = DUPLICATE  # one face per id: a repeated id would be a mated pair with itself
+    ok = reasons == ""
+    rejects = [(str(i), str(r)) for i, r in zip(rows[IMAGE_ID][~ok], reasons[~ok], strict=True)]
+    if not ok.any():
+        raise AikdError(f"no usable faces in {cfg.shards}: all {len(reasons)} rows rejected "
+                        f"(first: {rejects[0][0]}: {rejects[0][1]})")
+    faces = {k: v[ok] for k, v in rows.items()}
+    by_id = np.argsort(faces[IMAGE_ID], kind="stable")  # a deterministic order
+    return {k: v[by_id] for k, v in faces.items()}, rejects

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -106,7 +106,21 @@ def read_card(uri: str) -> ModelCard:
     location = resolve(uri).join(CARD_FILE)
     if not location.exists():
         raise WeightsError(f"no model card at {location.uri}")
-    return ModelCard.model_validate(json.loads(location.read_text()))
+    try:
+        return ModelCard.model_validate(json.loads(location.read_text()))
+    except ValueError as err:  # not UTF-8, not JSON, or not a card's fields: name the file, in one line
+        from aikd.config import error_text
+
+        why = error_text(ModelCard, err) if isinstance(err, ValidationError) else f"not JSON ({err})"
+        raise WeightsError(f"{location.uri}: not a model card: {why}") from None
+
+
+def _safetensors(data: bytes, source: str) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; anything else (a pickle named .safetensors) is refused, never unpickled."""
+    try:
+        return load_safetensors(data)
+    except Exception as err:  # safetensors' own parse errors: say which file, in one line
+        raise WeightsError(f"{source}: not a safetensors file ({type(err).__name__}: {_why(err)})") from None
 
 
 def read_tensors(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -114,7 +128,7 @@ def read_tensors(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Ten
     location = resolve(uri).join(WEIGHTS_FILE)
     if not location.exists():
         raise WeightsError(f"no weights at {location.uri}")
-    tensors = load_safetensors(location.read_bytes())
+    tensors = _safetensors(location.read_bytes(), location.uri)
     extra = {k[len(EXTRA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
     return {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}, extra
 
@@ -143,13 +157,14 @@ def read_user_weights(uri: str) -> dict[str, torch.Tensor]:
         raise WeightsError(f"weights file not found: {location.uri}")
     data = location.read_bytes()
     if location.path.endswith(".safetensors"):
-        return load_safetensors(data)
+        return _safetensors(data, location.uri)
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # weights_only refuses arbitrary objects: say so plainly
         raise WeightsError(
-            f"{location.uri}: refused: not a plain tensor checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0]})"
+            f"{location.uri}: refused: not a plain tensor checkpoint ({type(err).__name__}: {_why(err)}); "
+            "a .pth may hold only tensors and plain containers (a pickle that names other objects can run code "
+            "when loaded)"
         ) from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -160,6 +175,13 @@ def read_user_weights(uri: str) -> dict[str, torch.Tensor]:
     if bad:
         raise WeightsError(f"{location.uri}: entries that are not tensors: {bad[:5]}")
     return obj
+
+
+def _why(err: Exception) -> str:
+    """One line of a loader's error: torch's line naming the refused GLOBAL (its first line advises loading
+    the file the unsafe way), else the first line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return next((line for line in lines if "GLOBAL" in line), lines[0] if lines else "unreadable")
 
 
 def strip_wrappers(state: dict[str, torch.Tensor], prefixes=WRAPPER_PREFIXES) -> dict[str, torch.Tensor]:

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import torch
 
-from aikd.align import box_matrix, degenerate_reason, similarity_batch, template, warp_rgb
+from aikd.align import box_matrix, box_reason, degenerate_reason, similarity_batch, template, warp_rgb
 from aikd.config import ScoreConfig
-from aikd.data.pipeline import decode
+from aikd.data.pipeline import decode_image
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS
 from aikd.errors import AikdError
 from aikd.models.weights import export_onnx, load_model, preprocess_of
@@ -39,19 +39,15 @@ def _matrix(cfg: ScoreConfig, image: np.ndarray, bbox, size: int) -> np.ndarray:
 
 
 def _why_not(cfg: ScoreConfig, image: np.ndarray | None, landmarks: np.ndarray, bbox, reason: str) -> str:
-    """'' if the face can be aligned as the spec says, else the reason."""
+    """'' if the face can be aligned as the spec says, else the reason (``reason``: why it was not decoded)."""
     if reason:
         return reason
     if image is None:
         return "undecodable image"
     if cfg.alignment == "landmarks":
-        return degenerate_reason(landmarks[None])[0] or ""
+        return degenerate_reason(landmarks[None], np.array([[image.shape[1], image.shape[0]]]))[0] or ""
     if cfg.alignment == "box":
-        if bbox is None:
-            return "no box"
-        x1, y1, x2, y2 = np.asarray(bbox, np.float64)
-        if not np.all(np.isfinite([x1, y1, x2, y2])) or x2 <= x1 or y2 <= y1:
-            return "invalid box"
+        return box_reason(bbox)
     return ""
 
 
@@ -65,9 +61,12 @@ class Aligner:
     def __call__(self, items: dict) -> dict:
         unit = {k: v[0] for k, v in items.items()}
         faces = read_unit(unit)
-        images = [decode(b) if b is not None else None for b in faces[IMAGE]]
-        reasons = [_why_not(self.cfg, img, lm, box, why) for img, lm, box, why in
-                   zip(images, faces[LANDMARKS], faces[BBOX], faces["reason"], strict=True)]
+        # a face already rejected (unreadable, a duplicate) is not decoded
+        decoded = [decode_image(b) if not why else (None, why) for b, why in zip(faces[IMAGE], faces["reason"],
+                                                                                strict=True)]
+        images = [image for image, _ in decoded]
+        reasons = [_why_not(self.cfg, img, lm, box, why) for (img, why), lm, box in
+                   zip(decoded, faces[LANDMARKS], faces[BBOX], strict=True)]
         ok = [i for i, why in enumerate(reasons) if not why]
         out = {"file": np.full(len(reasons), unit["file"], dtype=object), IMAGE_ID: faces[IMAGE_ID],
                "reason": np.asarray(reasons, dtype=object)}

@@ -4,17 +4,25 @@ An output file is the unit of resume: one per input shard (same name, prefixed w
 input's index when there are several inputs), or one per ``images_per_file`` images of
 a folder (``images-NNNNN.parquet``, in sorted path order, so a rerun plans the same
 files). A work unit is a row group of a shard, or ``batch_size`` images of a folder.
+
+Every face is a row in and comes out scored or rejected with a reason. An image_id that
+an earlier row (in plan order: inputs, shards, rows) already has is rejected as
+"duplicate image_id", so each id is scored once whatever the gallery holds; the plan
+finds them from the shards' image_id columns, before any work.
 """
 
 from __future__ import annotations
 
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from aikd.config import DataConfig, ScoreConfig
-from aikd.data.ingest import IMAGE_SUFFIXES, read_landmarks_file
+from aikd.data.ingest import DUPLICATE, IMAGE_SUFFIXES, OUTSIDE_ROOT, outside_root, read_landmarks_file
 from aikd.data.pipeline import plan_units, unit_batches
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS
 from aikd.data.shards import shard_files
@@ -45,9 +53,44 @@ def _plan_shards(cfg: ScoreConfig) -> tuple[list[OutputFile], dict]:
             out = OutputFile(f"in{i:02d}-{name}" if len(cfg.shards) > 1 else name, [shard.uri])
             for unit in plan_units(DataConfig(shards=[shard.uri])):
                 out.rows += unit.rows
-                out.units.append({"file": out.name, "uri": unit.uri, "row_group": unit.row_group, "rows": unit.rows})
+                out.units.append({"file": out.name, "uri": unit.uri, "row_group": unit.row_group, "rows": unit.rows,
+                                  "duplicates": []})
             files.append(out)
+    mark_duplicates([u for f in files for u in f.units])
     return files, {}
+
+
+def _image_ids(uri: str) -> pa.Array:
+    location = resolve(uri)
+    column = pq.read_table(location.path, filesystem=location.fs, columns=[IMAGE_ID]).column(IMAGE_ID)
+    return column.cast(pa.large_string()).combine_chunks()
+
+
+def mark_duplicates(units: list[dict]) -> None:
+    """Set each shard unit's ``duplicates``: its rows (within the row group) whose image_id an earlier
+    row of ``units`` already has. Only the image_id columns are read."""
+    uris = list(dict.fromkeys(u["uri"] for u in units))
+    with ThreadPoolExecutor(16) as pool:  # one column read per shard: round trips to storage
+        ids = dict(zip(uris, pool.map(_image_ids, uris), strict=True))
+    offsets: dict[str, int] = {}
+    parts = []
+    for u in units:  # a shard's units are its row groups in order
+        start = offsets.get(u["uri"], 0)
+        parts.append(ids[u["uri"]].slice(start, u["rows"]))
+        offsets[u["uri"]] = start + u["rows"]
+    if not parts:
+        return
+    table = pa.table({"id": pa.chunked_array(parts, pa.large_string()),
+                      "n": pa.array(np.arange(sum(u["rows"] for u in units)))})
+    first = table.group_by("id", use_threads=False).aggregate([("n", "min")]).column("n_min").to_numpy()
+    if len(first) == table.num_rows:
+        return  # every id once: the usual case
+    later = np.ones(table.num_rows, bool)
+    later[first] = False
+    start = 0
+    for u in units:
+        u["duplicates"] = np.flatnonzero(later[start:start + u["rows"]]).tolist()
+        start += u["rows"]
 
 
 def _plan_folder(cfg: ScoreConfig) -> tuple[list[OutputFile], dict]:
@@ -68,8 +111,10 @@ def _plan_folder(cfg: ScoreConfig) -> tuple[list[OutputFile], dict]:
                               "landmarks": [r.landmarks if r and r.landmarks else None for r in records],
                               "bbox": [r.bbox if r else None for r in records]})
         files.append(out)
-    unmatched = len(set(table) - set(paths))
-    return files, {"table_entries_without_image": unmatched} if table else {}
+    unmatched = set(table) - set(paths)
+    outside = sum(outside_root(p) for p in unmatched)  # never read: the plan lists files under the root only
+    facts = {"table_entries_without_image": len(unmatched) - outside, "table_entries_outside_root": outside}
+    return files, facts if table else {}
 
 
 def _numbers(values, width: int) -> np.ndarray:
@@ -82,12 +127,19 @@ def read_unit(unit: dict) -> dict:
         columns = [IMAGE_ID, IMAGE, LANDMARKS, BBOX]
         batch = next(unit_batches(unit["uri"], unit["row_group"], columns, int(unit["rows"])))
         ids = np.asarray(batch[IMAGE_ID]).astype(str)
-        return {IMAGE_ID: ids, IMAGE: list(batch[IMAGE]), "reason": [""] * len(ids),
+        reasons = [""] * len(ids)
+        for row in unit.get("duplicates", ()):
+            reasons[int(row)] = DUPLICATE  # a later row of an id: the first one is scored
+        return {IMAGE_ID: ids, IMAGE: list(batch[IMAGE]), "reason": reasons,
                 LANDMARKS: np.stack([_numbers(v, 10) for v in batch[LANDMARKS]]) if len(ids) else np.zeros((0, 10)),
                 BBOX: list(batch[BBOX])}
     root = resolve(unit["root"])
     blobs, reasons = [], []
     for path in unit["paths"]:
+        if outside_root(path):  # the plan lists files under the root, so only a hand-made unit gets here
+            blobs.append(None)
+            reasons.append(OUTSIDE_ROOT)
+            continue
         try:
             blobs.append(root.join(path).read_bytes())
             reasons.append("")

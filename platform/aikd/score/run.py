@@ -10,7 +10,8 @@ Rerun contract: resume per output file. A file is written whole (atomically), th
 manifest entry; a rerun skips every file whose entry names the same models and
 alignment, and scores the rest again under the same names, so no row is lost or written
 twice. A model named by alias that now points at another version makes its files
-stale: they are scored again, and the summary says so.
+stale: they are scored again, and the summary says so. One job writes an output at a
+time (:mod:`aikd.lock`): a second one refuses.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aikd.data.schema import IMAGE_ID
 from aikd.data.shards import write_rejects, write_shard
 from aikd.errors import AikdError
 from aikd.job import finish
+from aikd.lock import output_lock
 from aikd.models.weights import read_card
 from aikd.registry import resolve_models
 from aikd.runtime import ensure_ray
@@ -195,8 +197,13 @@ def _done_samples(out: Location, done: list[dict], models: list[dict], samples: 
 
 
 def run_score(cfg: ScoreConfig) -> dict:
-    ensure_ray()
     out = resolve(cfg.out)
+    with output_lock(out, "score"):  # before any Ray work: a second job on this output refuses at once
+        return _run_score(cfg, out)
+
+
+def _run_score(cfg: ScoreConfig, out: Location) -> dict:
+    ensure_ray()
     original = cfg
     cfg, refs = resolve_models(cfg, out)
     models = model_list(cfg, original, refs)

@@ -15,10 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from aikd.config import Dimension, DistillConfig, Resources, SweepConfig, validate, with_overrides
+from aikd.config import Dimension, DistillConfig, Resources, SweepConfig, read_spec, validate, with_overrides
 from aikd.data.shards import shard_files
 from aikd.errors import ConfigError
-from aikd.storage import resolve
 
 # fields a trial may not vary, and why
 FIXED = {
@@ -36,17 +35,10 @@ FIXED = {
 
 def load_base(cfg: SweepConfig) -> dict:
     """The base distill spec as a mapping, with the sweep's ``fixed`` fields set."""
-    import yaml
-
     if isinstance(cfg.base, dict):
         data, source = dict(cfg.base), "base"
     else:
-        location = resolve(cfg.base)
-        if not location.exists():
-            raise ConfigError(f"sweep base spec not found: {location.uri}")
-        data, source = yaml.safe_load(location.read_text()) or {}, location.uri
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a distill spec is a mapping of fields")
+        data, source = read_spec(cfg.base)  # plain YAML data only, errors in one line
     if data.pop("job", "distill") != "distill":
         raise ConfigError(f"{source}: a sweep's base is a distill spec (job: distill)")
     for dotted in cfg.fixed:

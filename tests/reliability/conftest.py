@@ -1,0 +1,123 @@
+"""What the reliability suite shares: the fault-injecting S3 proxy, a tracking server behind it,
+jobs run as CLI processes (each its own driver and local Ray) and the faces they work on.
+
+Jobs here run as `python -m aikd ...` processes for two reasons: a driver must be
+killable without killing the test, and a job's Ray workers must reach S3 through the
+proxy (workers inherit the environment of the process that starts Ray, so the test
+session's own Ray instance cannot be pointed at it).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import psutil
+import pytest
+import yaml
+from harness import BUCKET, Job, delta, write_images  # beside this file (pytest puts the folder on sys.path)
+
+FAULT_SEED = 16
+
+
+@pytest.fixture(scope="session")
+def faulty_tracking(proxy, tmp_path_factory):
+    """An `mlflow server` whose artifact store (the registry's files) is reached through the proxy."""
+    root = tmp_path_factory.mktemp("mlflow-faulty")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {"MLFLOW_S3_ENDPOINT_URL": proxy.url, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/server.db",
+           "--artifacts-destination", f"s3://{BUCKET}/mlflow-faulty", "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    log = open(root / "server.log", "w")
+    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                tail = (root / "server.log").read_text()[-2000:]
+                raise RuntimeError(f"mlflow server did not start: {tail}") from None
+            time.sleep(0.3)
+    yield url
+    server.terminate()
+    server.wait(timeout=20)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def job_env(proxy, faulty_tracking):
+    """The environment of a job process: S3 and the tracking server's artifacts through the proxy."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return env | {"AWS_ENDPOINT_URL": proxy.url, "MLFLOW_TRACKING_URI": faulty_tracking, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="session")
+def run_job(job_env, tmp_path_factory):
+    """Start a CLI job: ``run_job(args, spec=None)``; a spec dict is written to a YAML file first."""
+    cwd = tmp_path_factory.mktemp("jobs")
+
+    def start(args: list[str], spec: dict | None = None, env: dict | None = None) -> Job:
+        if spec is not None:
+            path = cwd / f"spec-{len(list(cwd.glob('spec-*')))}.yaml"
+            path.write_text(yaml.safe_dump(spec))
+            args = [*args, str(path)]
+        return Job(args, job_env | (env or {}), str(cwd))
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def faces(s3_server, proxy, run_job):
+    """160 faces ingested from an S3 folder through the proxy into 8 shards: (shards URI, ids, faults seen)."""
+    root = f"s3://{BUCKET}/reliability"
+    ids = write_images(s3_server, "reliability", identities=8, per_identity=20, seed=3)
+    before = proxy.figures()
+    run_job(["ingest", "folder", "--images", f"{root}/images", "--landmarks", f"{root}/landmarks.csv",
+             "--out", f"{root}/faces", "--rows-per-shard", "20"]).succeed()
+    return f"{root}/faces", ids, delta(before, proxy.figures())
+
+
+@pytest.fixture(scope="session")
+def worker_loss_run(s3_run, run_job, proxy):
+    """The uninterrupted reference run's spec again, through the proxy, one Train worker killed at a
+    random step; the best student is registered on the tracking server behind the proxy."""
+    import random
+
+    first, reference, _ = s3_run
+    spec = first.model_dump(mode="json") | {
+        "job": "distill", "name": "worker-loss", "storage": f"s3://{BUCKET}/reliability/runs", "log_every": 1,
+        "register": {"name": "reliability-student", "aliases": ["candidate"]}}
+    kill_at = random.Random(FAULT_SEED).randint(8, 20)
+    before = proxy.figures()
+    job = run_job(["distill"], spec)
+    job.wait_for(rf"distill: step {kill_at}\b", timeout=400)
+    workers = [p for p in psutil.Process(job.proc.pid).children(recursive=True)
+               if "RayTrainWorker" in " ".join(p.cmdline())]
+    assert len(workers) == 2, f"expected two Train workers, found {[p.cmdline() for p in workers]}"
+    victim = random.Random(FAULT_SEED).choice(sorted(workers, key=lambda p: p.pid))
+    victim.kill()
+    output = job.succeed(timeout=600)
+    return {"spec": spec, "kill_at": kill_at, "reference": reference, "output": output,
+            "proxy": delta(before, proxy.figures())}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fault_figures(proxy):
+    """At the end, the proxy's totals go to the file named by AIKD_FAULT_FIGURES (docs/reliability.md)."""
+    yield
+    if target := os.environ.get("AIKD_FAULT_FIGURES"):
+        import json
+
+        with open(target, "w") as f:
+            json.dump(proxy.figures(), f)
