@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -92,13 +93,37 @@ def _storage_readable(source: str) -> bool:
     return urlparse(source).scheme in ("", "file", "s3")
 
 
+DOWNLOAD_ATTEMPTS = 4
+
+
+def _download_with_retries(ref: ModelRef, registry: str, tmp: str) -> Path:
+    """The version's files in ``tmp``, the whole download tried again when the artifact store fails.
+
+    MLflow retries each request, but a download from presigned URLs gives up on a file
+    after a run of failed chunks; a registry read is small and idempotent, so it is
+    worth a few more whole attempts before the job fails.
+    """
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        try:
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.source, dst_path=tmp,
+                                                            tracking_uri=registry))
+        except (MlflowException, OSError) as err:
+            if attempt == DOWNLOAD_ATTEMPTS:
+                raise RegistryError(f"{ref.name} version {ref.version}: download failed {attempt} times: "
+                                    f"{_error_message(err)}") from None
+            print(f"registry: downloading {ref.name} version {ref.version} failed ({_error_message(err)}); "
+                  f"trying again", flush=True)
+            time.sleep(2.0 * attempt)
+    raise AssertionError("the loop returns or raises")
+
+
 def download(ref: ModelRef, registry: str, dest: Location) -> None:
     """A version's files into ``dest`` (any URI), the card written last: a card means complete."""
-    import mlflow.artifacts
-
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.source, dst_path=tmp,
-                                                         tracking_uri=registry))
+        local = _download_with_retries(ref, registry, tmp)
         files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.name == CARD_FILE)
         for path in files:
             dest.join(*path.relative_to(local).parts).write_bytes(path.read_bytes())

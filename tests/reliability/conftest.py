@@ -19,7 +19,7 @@ import urllib.request
 import psutil
 import pytest
 import yaml
-from harness import BUCKET, Job, delta, write_images  # beside this file (pytest puts the folder on sys.path)
+from harness import BUCKET, FIGURES, Job, delta, write_images  # beside this file (pytest puts the folder on sys.path)
 
 FAULT_SEED = 16
 
@@ -85,7 +85,7 @@ def faces(s3_server, proxy, run_job):
     before = proxy.figures()
     run_job(["ingest", "folder", "--images", f"{root}/images", "--landmarks", f"{root}/landmarks.csv",
              "--out", f"{root}/faces", "--rows-per-shard", "20"]).succeed()
-    return f"{root}/faces", ids, delta(before, proxy.figures())
+    return f"{root}/faces", ids, delta(before, proxy.figures(), "ingest 160 images (folder on S3 to shards)")
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +109,7 @@ def worker_loss_run(s3_run, run_job, proxy):
     victim.kill()
     output = job.succeed(timeout=600)
     return {"spec": spec, "kill_at": kill_at, "reference": reference, "output": output,
-            "proxy": delta(before, proxy.figures())}
+            "proxy": delta(before, proxy.figures(), "distill, a Train worker killed, registered")}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -120,4 +120,4 @@ def fault_figures(proxy):
         import json
 
         with open(target, "w") as f:
-            json.dump(proxy.figures(), f)
+            json.dump({"total": proxy.figures(), "jobs": FIGURES}, f, indent=1)

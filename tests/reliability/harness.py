@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 BUCKET = "aikd-test"
+FIGURES: dict[str, dict] = {}  # job -> requests and injected faults, for docs/reliability.md
 
 
 def s3_direct(s3_server):
@@ -121,7 +122,10 @@ def write_images(s3_server, prefix: str, identities: int, per_identity: int, see
     return sorted(row["image_id"] for row in rows)
 
 
-def delta(before: dict, after: dict) -> dict:
-    """Requests and injected faults between two readings of the proxy's figures."""
-    return {"requests": after["requests"] - before["requests"],
-            "faults": sum(after["faults"].values()) - sum(before["faults"].values())}
+def delta(before: dict, after: dict, job: str | None = None) -> dict:
+    """Requests and injected faults between two readings of the proxy's figures (kept under ``job``)."""
+    figures = {"requests": after["requests"] - before["requests"],
+               "faults": sum(after["faults"].values()) - sum(before["faults"].values())}
+    if job is not None:
+        FIGURES[job] = figures
+    return figures

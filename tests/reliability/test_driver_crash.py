@@ -59,7 +59,7 @@ def labelled(faces, fr_run, run_job, proxy, s3_server):
             "resources": ONE, "teachers": [{"name": "norm", "options": {"model": cfg_fr.out}}]}
     before = proxy.figures()
     killed, twin, _ = crash_three_times(lambda: run_job(["label"], spec), s3_server, out_key, "_progress")
-    return spec, killed, twin, delta(before, proxy.figures())
+    return spec, killed, twin, delta(before, proxy.figures(), "label, 4 starts (3 killed) + a refused twin")
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +67,11 @@ def scored(faces, worker_loss_run, run_job, proxy, s3_server):
     shards, _, _ = faces
     out_key = "reliability/scores"
     spec = {"job": "score", "shards": [shards], "out": f"s3://{BUCKET}/{out_key}", "batch_size": 8,
-            "models": [{"name": "student", "model": "models:/reliability-student@candidate"}],
+            "models": [{"name": "student", "model": f"s3://{BUCKET}/reliability/runs/worker-loss/best"}],
             "decode": {"workers": 1, "cpus_per_worker": 0.5}, "resources": ONE}
     before = proxy.figures()
     killed, twin, _ = crash_three_times(lambda: run_job(["score"], spec), s3_server, out_key, "_manifest")
-    return spec, killed, twin, delta(before, proxy.figures())
+    return spec, killed, twin, delta(before, proxy.figures(), "score, 4 starts (3 killed) + a refused twin")
 
 
 def test_label_killed_three_times_ends_with_every_face_labelled_exactly_once(labelled, faces):
