@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 
 import pytest
@@ -35,42 +30,13 @@ def tracking_db(tmp_path_factory):
         os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(s3_server, tmp_path_factory):
     """`mlflow server` on 127.0.0.1: SQLite backend, artifacts proxied to the local S3 bucket."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    env = os.environ | {"MLFLOW_S3_ENDPOINT_URL": s3_server, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/server.db",
-           "--artifacts-destination", f"s3://{BUCKET}/mlflow", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                tail = (root / "server.log").read_text()[-2000:]
-                raise RuntimeError(f"mlflow server did not start: {tail}") from None
-            time.sleep(0.3)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    from servers import mlflow_server as start
+
+    with start(tmp_path_factory.mktemp("mlflow-server"), s3_server, f"s3://{BUCKET}/mlflow") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,18 +32,13 @@ import pytest
 from aikd.models.weights import load_model
 from aikd.score.run import read_scores
 from aikd.storage import resolve
+from servers import free_port  # beside conftest.py
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.multinode]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 BUCKET = "aikd-test"  # the s3_server fixture's bucket
 ON_WORKERS = ["resources.custom={aikd_worker: 0.5}"]  # keep a job's workers or actors off the head
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Node:
@@ -163,7 +157,7 @@ def cluster(s3_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
     env = dict(os.environ, RAY_AUTH_MODE="token",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    gcs, dashboard = f"127.0.0.1:{_free_port()}", _free_port()
+    gcs, dashboard = f"127.0.0.1:{free_port()}", free_port()
     c = Cluster(env, f"http://127.0.0.1:{dashboard}", gcs, tmp)
     c.nodes["head"] = Node("head", ["--head", "--node-ip-address", "127.0.0.1", "--port", gcs.split(":")[1],
                                     "--num-cpus", "1", "--object-store-memory", str(400 * 2**20),

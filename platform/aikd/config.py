@@ -525,6 +525,13 @@ SELECTABLE = {"val_quality_loss": "min", "val_quality_loss_misaligned": "min", "
               "val_pauc_misaligned": "min", "val_spearman": "max", "val_spearman_misaligned": "max"}
 
 
+def selectable(value: str, field: str) -> str:
+    """``value`` if it is a validation metric a run can select by (``field`` names it in the error)."""
+    if value not in SELECTABLE:
+        raise ValueError(f"{field} must be one of {sorted(SELECTABLE)}, got {value!r}")
+    return value
+
+
 class ValidationConfig(Frozen):
     """What AI-KD is for, measured at every validation: EDC pAUC of the student's quality (docs/method.md)."""
 
@@ -541,9 +548,7 @@ class ValidationConfig(Frozen):
     @field_validator("select")
     @classmethod
     def _selectable(cls, value: str) -> str:
-        if value not in SELECTABLE:
-            raise ValueError(f"select must be one of {sorted(SELECTABLE)}, got {value!r}")
-        return value
+        return selectable(value, "select")
 
     @model_validator(mode="after")
     def _selection_is_measured(self) -> ValidationConfig:
@@ -861,9 +866,7 @@ class SweepConfig(JobSpec):
     @field_validator("metric")
     @classmethod
     def _selectable(cls, value: str) -> str:
-        if value not in SELECTABLE:
-            raise ValueError(f"metric must be one of {sorted(SELECTABLE)}, got {value!r}")
-        return value
+        return selectable(value, "metric")
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepConfig:
@@ -891,8 +894,7 @@ class ExperimentSweep(Frozen):
 
     @model_validator(mode="after")
     def _selectable(self) -> ExperimentSweep:  # checked here, not when the sweep starts after the distill runs
-        if self.metric not in SELECTABLE:
-            raise ValueError(f"metric must be one of {sorted(SELECTABLE)}, got {self.metric!r}")
+        selectable(self.metric, "metric")
         if self.mode != SELECTABLE[self.metric]:
             raise ValueError(f"{self.metric} is better when {'lower' if SELECTABLE[self.metric] == 'min' else 'higher'}"
                              f": mode must be {SELECTABLE[self.metric]}")

@@ -10,16 +10,14 @@ session's own Ray instance cannot be pointed at it).
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 import psutil
 import pytest
 import yaml
 from harness import BUCKET, FIGURES, Job, delta, write_images  # beside this file (pytest puts the folder on sys.path)
+
+from servers import mlflow_server
 
 FAULT_SEED = 16
 
@@ -27,32 +25,8 @@ FAULT_SEED = 16
 @pytest.fixture(scope="session")
 def faulty_tracking(proxy, tmp_path_factory):
     """An `mlflow server` whose artifact store (the registry's files) is reached through the proxy."""
-    root = tmp_path_factory.mktemp("mlflow-faulty")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = os.environ | {"MLFLOW_S3_ENDPOINT_URL": proxy.url, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/server.db",
-           "--artifacts-destination", f"s3://{BUCKET}/mlflow-faulty", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
-    log = open(root / "server.log", "w")
-    server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                tail = (root / "server.log").read_text()[-2000:]
-                raise RuntimeError(f"mlflow server did not start: {tail}") from None
-            time.sleep(0.3)
-    yield url
-    server.terminate()
-    server.wait(timeout=20)
-    log.close()
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-faulty"), proxy.url, f"s3://{BUCKET}/mlflow-faulty") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -121,3 +95,23 @@ def fault_figures(proxy):
 
         with open(target, "w") as f:
             json.dump({"total": proxy.figures(), "jobs": FIGURES}, f, indent=1)
+
+
+@pytest.fixture
+def no_ray(monkeypatch, tmp_path):
+    """Ray cannot start: every way a job joins or starts it fails the test (a refused spec or file must
+    never get that far). Relative paths land in tmp_path."""
+    import ray
+
+    import aikd.cli
+
+    def ray_started(*args, **kwargs):
+        pytest.fail("a refused input reached Ray")
+
+    aikd.cli._jobs()  # every job's module imported now, so each one's ensure_ray is patched below
+    monkeypatch.setattr(ray, "init", ray_started)
+    for name, module in list(sys.modules.items()):  # modules that imported ensure_ray by name
+        if name.startswith("aikd") and hasattr(module, "ensure_ray"):
+            monkeypatch.setattr(module, "ensure_ray", ray_started)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

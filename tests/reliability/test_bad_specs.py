@@ -126,23 +126,6 @@ def with_field(spec: dict, dotted: str, value) -> dict:
     return out
 
 
-@pytest.fixture
-def no_ray(monkeypatch, tmp_path):
-    """Ray cannot start: every way a job joins or starts it fails the test. Relative paths land in tmp_path."""
-    import ray
-
-    def ray_started(*args, **kwargs):
-        pytest.fail("a bad spec reached Ray")
-
-    _jobs()  # every job's module imported now, so each one's ensure_ray is patched below
-    monkeypatch.setattr(ray, "init", ray_started)
-    for name, module in list(sys.modules.items()):  # modules that imported ensure_ray by name
-        if name.startswith("aikd") and hasattr(module, "ensure_ray"):
-            monkeypatch.setattr(module, "ensure_ray", ray_started)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of ``aikd argv``, whether it returns or exits."""
     try:

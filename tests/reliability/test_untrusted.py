@@ -51,25 +51,6 @@ def yaml_payload(marker: Path) -> str:
     return f"!!python/object/apply:os.system [{json.dumps('touch ' + shlex.quote(str(marker)))}]"
 
 
-@pytest.fixture
-def no_ray(monkeypatch, tmp_path):
-    """Ray cannot start (a refused input must never get that far); relative paths land in tmp_path."""
-    import ray
-
-    import aikd.cli
-
-    def ray_started(*args, **kwargs):
-        pytest.fail("untrusted input reached Ray")
-
-    aikd.cli._jobs()  # every job's module imported now, so each one's ensure_ray is patched below
-    monkeypatch.setattr(ray, "init", ray_started)
-    for name, module in list(sys.modules.items()):  # modules that imported ensure_ray by name
-        if name.startswith("aikd") and hasattr(module, "ensure_ray"):
-            monkeypatch.setattr(module, "ensure_ray", ray_started)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def cli_error(argv: list[str], capsys) -> str:
     """The one stderr line of a refused command (exit status 2, nothing on stdout)."""
     try:
