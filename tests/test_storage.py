@@ -49,3 +49,19 @@ def test_round_trip_and_listing(storage_root):
 def test_listing_a_missing_prefix_is_a_clear_error(storage_root):
     with pytest.raises(StorageError, match="nothing at"):
         resolve(storage_root).join("missing").list_files()
+
+
+def test_small_objects_are_read_whole_through_transient_store_faults(s3_server, monkeypatch):
+    """A 500 or 503 whose XML body is larger than the object is not retried by the S3 client itself."""
+    from fault_proxy import FaultProxy
+
+    target = resolve("s3://aikd-test/storage/tiny.json")
+    target.write_text('{"run_id": "abc"}')
+    proxy = FaultProxy(s3_server, rate=0.3, seed=4).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        through_faults = resolve(target.uri)
+        assert all(through_faults.read_json() == {"run_id": "abc"} for _ in range(20))
+        assert sum(proxy.figures()["faults"].values()) > 0
+    finally:
+        proxy.stop()

@@ -3,7 +3,8 @@
 ``s3://bucket/prefix`` goes to pyarrow's S3 client configured from the standard AWS
 variables (pyarrow ignores ``AWS_ENDPOINT_URL`` by itself, so it is read here);
 ``file:///abs/path`` and plain paths go to the local filesystem. S3 calls retry
-transient errors with the AWS standard strategy.
+transient errors with the AWS standard strategy; whole-object reads also retry the few
+transient errors that strategy gives up on.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -19,6 +21,17 @@ import pyarrow.fs as pafs
 from aikd.errors import AikdError
 
 S3_RETRIES = int(os.environ.get("AIKD_S3_RETRIES", "8"))
+READ_ATTEMPTS = 4
+# Errors the S3 client gives up on although a new request may succeed. The AWS SDK does not
+# retry an error answer whose body is larger than the range it asked for: reading an object
+# smaller than S3's XML error body (a small JSON file) that meets a 500 or a 503 fails with
+# INTERNAL_FAILURE "Failed to flush response stream". Ray Data retries the same list.
+TRANSIENT = ("AWS Error INTERNAL_FAILURE", "AWS Error NETWORK_CONNECTION", "AWS Error SLOW_DOWN",
+             "AWS Error SERVICE_UNAVAILABLE", "AWS Error UNKNOWN (HTTP status 5")
+
+
+def transient(err: OSError) -> bool:
+    return any(marker in str(err) for marker in TRANSIENT)
 
 
 class StorageError(AikdError):
@@ -56,8 +69,15 @@ class Location:
             self.fs.create_dir(self.path, recursive=True)
 
     def read_bytes(self) -> bytes:
-        with self.fs.open_input_stream(self.path) as f:
-            return f.read()
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                with self.fs.open_input_stream(self.path) as f:
+                    return f.read()
+            except OSError as err:
+                if not (self.is_s3 and transient(err)) or attempt == READ_ATTEMPTS:
+                    raise
+                time.sleep(0.25 * 2**attempt)
+        raise AssertionError("the loop returns or raises")
 
     def write_bytes(self, data: bytes) -> None:
         self.parent().makedirs()
