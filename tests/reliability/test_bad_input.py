@@ -241,23 +241,24 @@ def got(rejects) -> Counter:
     return Counter((str(i), str(r).split(" (")[0]) for i, r in rejects)
 
 
+def _untrained(tmp_path_factory, make, kind: str, seed: int) -> str:
+    """A freshly initialised iresnet_tiny model saved as a model dir of ``kind``."""
+    torch.manual_seed(seed)
+    model = make("iresnet_tiny")
+    path = str(tmp_path_factory.mktemp("zoo-models") / kind)
+    save_model(model, path, card_for(model, kind))
+    return path
+
+
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory) -> str:
     """An untrained iresnet_tiny backbone: enough for the FR teacher, the evaluation and a student's start."""
-    torch.manual_seed(0)
-    model = create_model("iresnet_tiny")
-    path = str(tmp_path_factory.mktemp("zoo-models") / "backbone")
-    save_model(model, path, card_for(model, "backbone"))
-    return path
+    return _untrained(tmp_path_factory, create_model, "backbone", seed=0)
 
 
 @pytest.fixture(scope="module")
 def student(tmp_path_factory) -> str:
-    torch.manual_seed(1)
-    model = create_student("iresnet_tiny")
-    path = str(tmp_path_factory.mktemp("zoo-models") / "student")
-    save_model(model, path, card_for(model, "student"))
-    return path
+    return _untrained(tmp_path_factory, create_student, "student", seed=1)
 
 
 # --------------------------------------------------------------------------- decoding
