@@ -89,7 +89,9 @@ def grid_sweep(labelled_run, fr_run, s3_server, proxy, tmp_path_factory):
         return files("summary.json")
 
     def interrupted_with_checkpoint():
-        dirs = {f.parent().parent().name for f in files("sidecar.json")}
+        # Ray Train's snapshot, not the sidecar: a checkpoint counts once Ray has registered it (with S3
+        # faults slowing uploads, a kill between the upload and the registration restarts the trial at 0)
+        dirs = {f.parent().name for f in files("checkpoint_manager_snapshot.json")}
         return len(finished()) >= 2 and dirs - {f.parent().name for f in finished()}
 
     logs = [root / "first.log", root / "second.log"]
