@@ -34,7 +34,7 @@ from aikd.data.pipeline import aligned_views, decode_valid
 from aikd.data.shards import shard_files
 from aikd.distill.run import run_distill
 from aikd.errors import ConfigError
-from aikd.evaluate.report import run_evaluate
+from aikd.evaluate.run import run_evaluate
 from aikd.models.weights import WEIGHTS_FILE, load_model, preprocess_of
 from aikd.registry import ONNX_FILE, RegistryError, lookup, register, resolve_models
 from aikd.storage import resolve

@@ -91,7 +91,7 @@ def _jobs() -> dict:
         SweepConfig,
     )
     from aikd.distill.run import run_distill
-    from aikd.evaluate.report import run_evaluate
+    from aikd.evaluate.run import run_evaluate
     from aikd.experiment import run_experiment
     from aikd.frtrain import run_fr_train
     from aikd.label import run_label

@@ -74,7 +74,7 @@ def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
     from aikd.data.synth import write_synthetic
     from aikd.defaults import ensure_default_inputs
     from aikd.distill.run import run_distill
-    from aikd.evaluate.report import run_evaluate
+    from aikd.evaluate.run import run_evaluate
     from aikd.runtime import ensure_ray
 
     start = time.perf_counter()

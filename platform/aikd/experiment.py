@@ -75,7 +75,7 @@ def run_experiment(cfg: ExperimentConfig, log=print) -> dict:
     from aikd.data.synth import SynthConfig, write_synthetic
     from aikd.defaults import ensure_default_inputs
     from aikd.distill.run import run_distill
-    from aikd.evaluate.report import run_evaluate
+    from aikd.evaluate.run import run_evaluate
     from aikd.runtime import ensure_ray
 
     root = resolve(cfg.root)

@@ -7,7 +7,7 @@ import pytest
 
 from aikd.config import EvaluateConfig, FIQASpec, Resources
 from aikd.data.synth import SynthConfig, write_synthetic
-from aikd.evaluate.report import run_evaluate
+from aikd.evaluate.run import run_evaluate
 from aikd.models.student import create_student
 from aikd.models.weights import card_for, save_model
 from aikd.storage import resolve

@@ -541,7 +541,7 @@ def test_score_job_counts_add_up_and_gives_each_id_one_score(ray_local, zoo, stu
 # --------------------------------------------------------------------------- evaluate
 def test_evaluate_counts_every_row_as_used_or_rejected_and_keeps_the_first_of_a_duplicate_id(
         ray_local, zoo, backbone, tmp_path):
-    from aikd.evaluate.report import run_evaluate
+    from aikd.evaluate.run import run_evaluate
 
     cfg = EvaluateConfig(shards=[zoo["uri"]], out=str(tmp_path / "report"), fr_model=backbone,
                          models=[FIQASpec(name="norm", teacher="norm", options={"model": backbone})],

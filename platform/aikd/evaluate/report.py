@@ -1,16 +1,6 @@
-"""The evaluation job (``aikd evaluate``) and its report: pAUC tables, EDC plots, one HTML page.
+"""The evaluation report: pAUC tables, EDC plots, one HTML page, written under the job's output.
 
-    faces -> score_faces (Ray Data: crops per condition, FR embeddings, FIQA qualities)
-          -> pairs (built from subject ids, or a pairs file)
-          -> per FMR, condition and model: EDC, pAUC at each limit (raw and minus the best curve)
-          -> invariance: Spearman of each model's aligned vs other-condition scores
-          -> report.json, pauc.md, edc_<condition>_fmr<f>.png, index.html under ``out``,
-             and _rejects.parquet: the rows not used, with a reason (rows = faces + rejected)
-
-Models may be registered versions (``models:/name@alias``): the report names the
-version each resolved to, and each evaluated student version gets its pAUC per
-condition as version tags. The job is an MLflow run with the pAUCs as metrics and the
-report as artifacts.
+    results (:mod:`aikd.evaluate.results`) -> pauc.md, report.json, edc_<condition>_fmr<f>.png, index.html
 """
 
 from __future__ import annotations
@@ -22,84 +12,8 @@ import json
 import numpy as np
 
 from aikd.config import EvaluateConfig
-from aikd.data.shards import write_rejects
-from aikd.evaluate.bootstrap import Bootstrap, differences, interval
-from aikd.evaluate.edc import EDC, edc_fixed, edc_reestimated, pair_qualities, pauc
-from aikd.evaluate.pairs import Pairs, build_pairs, comparison_scores, read_pairs
-from aikd.evaluate.ranks import spearman
-from aikd.evaluate.scoring import score_faces
-from aikd.job import SUMMARY_FILE, finish
-from aikd.registry import resolve_models, tag_version
-from aikd.runtime import ensure_ray
+from aikd.evaluate.edc import pauc
 from aikd.storage import resolve
-from aikd.tracking import Tracker, job_run, metric_key, tracking_uri
-
-
-def edc_for(cfg: EvaluateConfig, scores: np.ndarray, quality: np.ndarray, pairs: Pairs, fmr: float) -> EDC:
-    q = pair_qualities(quality[pairs.a], quality[pairs.b], cfg.pair_quality)
-    m = pairs.mated
-    if cfg.mode == "fixed":
-        return edc_fixed(scores[m], q[m], scores[~m], fmr)
-    return edc_reestimated(scores[m], q[m], scores[~m], q[~m], fmr)
-
-
-def evaluate(cfg: EvaluateConfig, faces: dict[str, np.ndarray], samples: dict | None = None) -> tuple[dict, dict]:
-    """(results as plain data, EDC curves keyed (fmr, condition, model)) from scored faces.
-
-    ``samples``, when given, receives each pAUC per resample, keyed (model, condition,
-    fmr, limit): what a caller needs to compare models beyond ``compare`` (e.g. averaged
-    over seeds) on the same resamples.
-    """
-    ids, subjects = faces["image_id"], faces["subject_id"]
-    pairs = read_pairs(cfg.pairs_file, ids) if cfg.pairs_file else build_pairs(
-        subjects, cfg.max_mated, cfg.non_mated, cfg.seed)
-    names = [c.name for c in cfg.conditions]  # display names key the scored columns and the report
-    models = [m.name for m in cfg.models]
-    results = {"faces": int(len(ids)), "mated_pairs": pairs.n_mated, "non_mated_pairs": int(len(pairs) - pairs.n_mated),
-               "mode": cfg.mode, "pair_quality": cfg.pair_quality, "conditions": names, "models": models,
-               "pauc": [], "invariance": [], "start_fnmr": {}}
-    curves = {}
-    samples = {} if samples is None else samples
-    boot = Bootstrap.of(pairs, subjects, cfg.ci_resamples, cfg.seed) if cfg.ci_resamples else None
-    if boot:
-        results["bootstrap"] = {"resamples": cfg.ci_resamples, "unit": "identity", "identities": boot.who.identities,
-                                "level": cfg.ci_level}
-    for condition in names:
-        scores = comparison_scores(faces[f"emb__{condition}"], pairs)
-        for fmr in cfg.fmr:
-            thresholds = boot.thresholds(scores, fmr) if boot else None
-            for model in models:
-                quality = faces[f"q__{model}__{condition}"]
-                edc = edc_for(cfg, scores, quality, pairs, fmr)
-                curves[(fmr, condition, model)] = edc
-                results["start_fnmr"][f"{condition}@{fmr:g}"] = edc.start_fnmr
-                row = {"model": model, "condition": condition, "fmr": fmr, "start_fnmr": edc.start_fnmr}
-                q = pair_qualities(quality[pairs.a], quality[pairs.b], cfg.pair_quality) if boot else None
-                for limit in cfg.pauc_limits:
-                    row[f"pauc_{limit:g}"] = pauc(edc, limit)
-                    row[f"pauc_{limit:g}_minus_best"] = pauc(edc, limit, subtract_best=True)
-                    if boot:
-                        samples[(model, condition, fmr, limit)] = boot.paucs(scores, q, thresholds, limit)
-                        row[f"pauc_{limit:g}_ci"] = list(interval(samples[(model, condition, fmr, limit)],
-                                                                  cfg.ci_level))
-                results["pauc"].append(row)
-    results["differences"] = differences(cfg.compare, results["pauc"], samples, cfg.pauc_limits, cfg.ci_level)
-    for model in models:
-        base = faces[f"q__{model}__aligned"]
-        for condition in names[1:]:  # names[0] is aligned
-            results["invariance"].append({"model": model, "condition": condition,
-                                          "spearman_vs_aligned": spearman(base, faces[f"q__{model}__{condition}"])})
-    return results, curves
-
-
-def reject_counts(faces: dict[str, np.ndarray], rejects: list[tuple[str, str]]) -> dict:
-    """Rows read, faces used, rows rejected and the count per reason (the text before any ' (')."""
-    reasons: dict[str, int] = {}
-    for _, why in rejects:
-        key = why.split(" (")[0]
-        reasons[key] = reasons.get(key, 0) + 1
-    used = int(len(faces["image_id"]))
-    return {"rows": used + len(rejects), "faces": used, "rejected": len(rejects), "reject_reasons": reasons}
 
 
 def markdown_table(results: dict, limits: list[float]) -> str:
@@ -214,68 +128,3 @@ def write_report(cfg: EvaluateConfig, results: dict, curves: dict) -> dict:
     out.join("report.json").write_text(json.dumps(results, indent=2) + "\n")
     out.join("index.html").write_text(html_page(results, table, images))
     return {"report": out.join("index.html").uri, "table": table, "images": [out.join(n).uri for n, _ in images]}
-
-
-def pauc_metrics(results: dict, limits: list[float]) -> dict[str, float]:
-    """Flat metric names for tracking: ``pauc_<limit>.<model>.<condition>.fmr<f>``, invariance, differences."""
-    out = {}
-    for r in results["pauc"]:
-        for limit in limits:
-            out[metric_key(f"pauc_{limit:g}", r["model"], r["condition"], f"fmr{r['fmr']:g}")] = r[f"pauc_{limit:g}"]
-    for r in results["invariance"]:
-        out[metric_key("spearman_vs_aligned", r["model"], r["condition"])] = r["spearman_vs_aligned"]
-    for d in results["differences"]:
-        for field in ("difference", "low", "high"):
-            out[metric_key(f"pauc_{d['limit']:g}_{field}", f"{d['a']} - {d['b']}", d["condition"],
-                           f"fmr{d['fmr']:g}")] = d[field]
-    return out
-
-
-def tag_evaluated_versions(cfg: EvaluateConfig, models: list[dict], results: dict, tracker: Tracker | None) -> None:
-    """Each registered student that was evaluated carries its pAUC per condition (first limit) as version tags."""
-    limit = cfg.pauc_limits[0]
-    for ref in models:
-        parts = ref["field"].split(".")
-        if parts[0] != "models" or parts[-1] != "student":
-            continue
-        name = cfg.models[int(parts[1])].name
-        tags = {f"eval.pauc_{limit:g}.{r['condition']}.fmr{r['fmr']:g}": f"{r[f'pauc_{limit:g}']:.5f}"
-                for r in results["pauc"] if r["model"] == name}
-        tags |= {"eval.faces": results["faces"], "eval.shards": ", ".join(cfg.shards), "eval.report": cfg.out,
-                 "eval.run": tracker.run_id if tracker else None}
-        tag_version(ref, {k: v for k, v in tags.items() if v is not None}, tracking_uri(cfg.tracking))
-
-
-def run_evaluate(cfg: EvaluateConfig, samples: dict | None = None) -> dict:
-    """Score, compare, report.
-
-    Rerun contract: recompute. Scoring every face under every condition is the job's
-    whole cost and its inputs (models, faces) may have changed, so a rerun scores again
-    and overwrites the report (and records a new MLflow run); nothing partial is kept
-    between runs.
-    """
-    ensure_ray()
-    out = resolve(cfg.out)
-    cfg, models = resolve_models(cfg, out)
-    with job_run(cfg, out.name, inputs={"shards": cfg.shards, "fr_model": cfg.fr_model},
-                 outputs={"report": out.uri}) as tracker:
-        faces, rejects = score_faces(cfg)
-        results, curves = evaluate(cfg, faces, samples)
-        results |= reject_counts(faces, rejects)
-        write_rejects(out.uri, rejects)
-        results["registered_models"] = [{k: m[k] for k in ("field", "uri", "resolved_uri")} for m in models]
-        written = write_report(cfg, results, curves)
-        summary = finish(out, {
-            "job": "evaluate", "report": written["report"], "faces": results["faces"],
-            **{k: results[k] for k in ("rows", "rejected", "reject_reasons")},
-            "mated_pairs": results["mated_pairs"], "non_mated_pairs": results["non_mated_pairs"],
-            "pauc": results["pauc"], "invariance": results["invariance"], "bootstrap": results.get("bootstrap"),
-            "differences": results["differences"], "table": written["table"],
-            "models": models, "mlflow_run": tracker.run_id if tracker else None})
-        if tracker is not None:
-            tracker.log_metrics(pauc_metrics(results, cfg.pauc_limits))
-            names = [SUMMARY_FILE, "report.json", "pauc.md", "index.html"] + [u.rsplit("/", 1)[-1]
-                                                                               for u in written["images"]]
-            tracker.log_outputs(out, names, "report")
-        tag_evaluated_versions(cfg, models, results, tracker)
-    return summary
