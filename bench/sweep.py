@@ -23,8 +23,9 @@ import os
 import tempfile
 import time
 
-from aikd.config import SweepConfig, validate
+from aikd.config import SweepConfig
 from aikd.distill.run import run_distill
+from aikd.spec import validate
 from aikd.storage import resolve
 from aikd.sweep.run import run_sweep, trial_base
 from aikd.sweep.space import load_base, trial_config

@@ -20,8 +20,9 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from aikd.cli import _overrides, build_parser
-from aikd.config import DistillConfig, JobSpec, Resources, ScoreConfig, SweepConfig, load_spec, validate
+from aikd.config import DistillConfig, JobSpec, Resources, ScoreConfig, SweepConfig
 from aikd.errors import ConfigError
+from aikd.spec import load_spec, validate
 from aikd.sweep.space import check_space, load_base
 
 try:

@@ -2,9 +2,10 @@
 
 import pytest
 
-from aikd.config import DistillConfig, EmbeddedDefault, FRTrainConfig, LabelConfig, load_spec, validate
+from aikd.config import DistillConfig, EmbeddedDefault, FRTrainConfig, LabelConfig
 from aikd.demo import demo_plan
 from aikd.errors import ConfigError
+from aikd.spec import load_spec, validate
 from aikd.storage import resolve
 
 

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from aikd.config import ExperimentConfig, load_spec
+from aikd.config import ExperimentConfig
 from aikd.experiment import distill_spec, markdown, run_name, summarise, teacher_model
+from aikd.spec import load_spec
 
 
 def _cfg(**fields) -> ExperimentConfig:

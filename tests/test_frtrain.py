@@ -1,11 +1,12 @@
 import pytest
 from mlflow import MlflowClient
 
-from aikd.config import DataConfig, FRTrainConfig, load_spec
+from aikd.config import DataConfig, FRTrainConfig
 from aikd.errors import ConfigError
 from aikd.frtrain import run_fr_train
 from aikd.models.weights import WEIGHTS_FILE, class_centres, load_model, read_card
 from aikd.registry import lookup
+from aikd.spec import load_spec
 from aikd.storage import resolve
 
 

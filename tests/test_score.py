@@ -231,7 +231,7 @@ def test_specs_name_what_is_wrong(tmp_path):
 
 
 def test_the_shipped_spec_validates():
-    from aikd.config import load_spec
+    from aikd.spec import load_spec
 
     cfg = load_spec("jobs/score.yaml", ScoreConfig)
     assert cfg.models[0].model == "models:/aikd-student@candidate" and cfg.alignment == "landmarks"

@@ -65,7 +65,7 @@ def _cmd_ingest_aikd(args: argparse.Namespace) -> dict:
 def _overrides(pairs: list[str]) -> dict:
     import yaml
 
-    from aikd.config import yaml_problem
+    from aikd.spec import yaml_problem
 
     out = {}
     for pair in pairs or []:
@@ -106,7 +106,7 @@ def _jobs() -> dict:
 
 def run_spec(kind: str | None, spec: str, overrides: dict) -> dict:
     """Validate a job spec and run it; ``kind`` None reads the spec's own ``job:`` field."""
-    from aikd.config import load_spec
+    from aikd.spec import load_spec
 
     model, runner = _job(kind, spec)
     return runner(load_spec(spec, model, overrides))
@@ -114,7 +114,7 @@ def run_spec(kind: str | None, spec: str, overrides: dict) -> dict:
 
 def _job(kind: str | None, spec: str) -> tuple:
     """(config model, runner) of a job kind, or of the kind the spec's ``job:`` field names."""
-    from aikd.config import read_spec
+    from aikd.spec import read_spec
 
     jobs = _jobs()
     if kind is None:
@@ -129,7 +129,7 @@ def _cmd_job(args: argparse.Namespace) -> dict:
 
 
 def _cmd_submit(args: argparse.Namespace) -> dict:
-    from aikd.config import load_spec
+    from aikd.spec import load_spec
     from aikd.submit import submit
 
     model, _ = _job(None, args.spec)  # a bad spec is refused here, not after it reached the cluster

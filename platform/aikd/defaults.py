@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from aikd.config import EmbeddedDefault, FRTrainConfig, LabelConfig, validate
+from aikd.config import EmbeddedDefault, FRTrainConfig, LabelConfig
 from aikd.data.shards import SUMMARY_FILE as SHARDS_SUMMARY
 from aikd.job import SUMMARY_FILE
+from aikd.spec import validate
 from aikd.storage import resolve
 
 STAGES = ("faces", "fr-train", "label", "distill")

@@ -16,10 +16,11 @@ import json
 import time
 from dataclasses import dataclass
 
-from aikd.config import DistillConfig, EmbeddedDefault, EvaluateConfig, FIQASpec, RegisterConfig, validate
+from aikd.config import DistillConfig, EmbeddedDefault, EvaluateConfig, FIQASpec, RegisterConfig
 from aikd.data.shards import SUMMARY_FILE as SHARDS_SUMMARY
 from aikd.data.synth import SynthConfig
 from aikd.job import SUMMARY_FILE
+from aikd.spec import validate
 from aikd.storage import resolve
 from aikd.tracking import tracking_uri
 

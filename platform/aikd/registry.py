@@ -24,10 +24,11 @@ from urllib.parse import urlparse
 
 import yaml
 
-from aikd.config import PLAIN_NAME, JobSpec, RegisterConfig, validate
+from aikd.config import JobSpec, RegisterConfig
 from aikd.errors import AikdError, ConfigError
 from aikd.models.weights import CARD_FILE, WEIGHTS_FILE, check_onnx, export_onnx, load_model
 from aikd.redact import redact, redact_text
+from aikd.spec import PLAIN_NAME, validate
 from aikd.storage import Location, resolve
 from aikd.tracking import Tracker, client, tracking_uri
 

@@ -5,12 +5,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from aikd.config import DataConfig, DistillConfig, OptimConfig, StudentConfig, ValidationConfig, load_spec
+from aikd.config import DataConfig, DistillConfig, OptimConfig, StudentConfig, ValidationConfig
 from aikd.distill.loop import EMA, Distiller, Plan, TrainState, rows_to_skip
 from aikd.distill.params import param_groups
 from aikd.distill.strategy import DDPStrategy
 from aikd.errors import ConfigError
 from aikd.models.student import create_student
+from aikd.spec import load_spec
 
 
 def _cfg(**kw) -> DistillConfig:

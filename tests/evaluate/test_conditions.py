@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from aikd.align import box_matrix, perturb, similarity_batch, template
-from aikd.config import Condition, EvaluateConfig, FIQASpec, validate
+from aikd.config import Condition, EvaluateConfig, FIQASpec
 from aikd.data.split import stable_hash
 from aikd.errors import ConfigError
 from aikd.evaluate.scoring import condition_matrices
+from aikd.spec import validate
 
 SIZE = 112
 THIRD = 0.0333333333  # relative mode: a thirtieth of the inter-ocular distance; prints as 0.0333333

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from aikd.cli import _jobs, main
-from aikd.config import load_spec
+from aikd.spec import load_spec
 
 MISSING = object()  # the field is left out
 

@@ -195,8 +195,9 @@ TEACHERS = {"type": "choice", "values": ["q_serfiq", "q_crfiqa"]}
 ])
 def test_a_sweep_whose_trials_could_not_measure_the_metric_fails_before_any_trial(labelled_run, fr_run, tmp_path,
                                                                                  overrides, message):
-    from aikd.config import SweepConfig, load_spec
+    from aikd.config import SweepConfig
     from aikd.errors import ConfigError
+    from aikd.spec import load_spec
     from aikd.sweep.run import run_sweep
 
     spec = _spec(tmp_path, labelled_run, fr_run, "unmeasured")

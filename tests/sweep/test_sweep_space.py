@@ -2,8 +2,9 @@
 
 import pytest
 
-from aikd.config import Dimension, DistillConfig, SweepConfig, validate
+from aikd.config import Dimension, DistillConfig, SweepConfig
 from aikd.errors import ConfigError
+from aikd.spec import validate
 from aikd.sweep.space import (
     check_space,
     contains,
@@ -132,7 +133,8 @@ def test_the_base_may_be_a_file_and_loses_its_register(tmp_path):
 
 
 def test_the_shipped_sweep_fits_two_cpus_and_searches_the_default_space():
-    from aikd.config import EmbeddedDefault, load_spec
+    from aikd.config import EmbeddedDefault
+    from aikd.spec import load_spec
 
     cfg = load_spec("jobs/sweep.yaml", SweepConfig)
     data = load_base(cfg)

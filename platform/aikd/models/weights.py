@@ -109,7 +109,7 @@ def read_card(uri: str) -> ModelCard:
     try:
         return ModelCard.model_validate(json.loads(location.read_text()))
     except ValueError as err:  # not UTF-8, not JSON, or not a card's fields: name the file, in one line
-        from aikd.config import error_text
+        from aikd.spec import error_text
 
         why = error_text(ModelCard, err) if isinstance(err, ValidationError) else f"not JSON ({err})"
         raise WeightsError(f"{location.uri}: not a model card: {why}") from None

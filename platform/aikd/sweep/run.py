@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from aikd.config import Dimension, DistillConfig, SweepConfig, validate
+from aikd.config import Dimension, DistillConfig, SweepConfig
 from aikd.data.schema import SUBJECT_ID
 from aikd.data.split import held_out
 from aikd.distill.run import SharedWork, register_student
@@ -27,6 +27,7 @@ from aikd.errors import ConfigError, JobFailed
 from aikd.job import SUMMARY_FILE, finish
 from aikd.redact import redact
 from aikd.runtime import ensure_ray
+from aikd.spec import validate
 from aikd.storage import Location, resolve
 from aikd.sweep.outcome import collect, write_outcome
 from aikd.sweep.space import (

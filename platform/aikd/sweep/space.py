@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from aikd.config import Dimension, DistillConfig, Resources, SweepConfig, read_spec, validate, with_overrides
+from aikd.config import Dimension, DistillConfig, Resources, SweepConfig
 from aikd.data.shards import shard_files
 from aikd.errors import ConfigError
+from aikd.spec import read_spec, validate, with_overrides
 
 # fields a trial may not vary, and why
 FIXED = {
