@@ -119,7 +119,7 @@ def fr_run(ray_local, tmp_path_factory):
     """One FR pretraining run on 2,000 synthetic faces, shared by every test that needs a model."""
     from aikd.config import DataConfig, FRTrainConfig, Resources
     from aikd.data.synth import SynthConfig, write_synthetic
-    from aikd.frtrain import run_fr_train
+    from aikd.frtrain.run import run_fr_train
 
     root = tmp_path_factory.mktemp("fr")
     faces = str(root / "faces")
@@ -136,7 +136,7 @@ def fr_run(ray_local, tmp_path_factory):
 def labelled_run(fr_run, tmp_path_factory):
     """The FR run's faces labelled by three teachers (serfiq, crfiqa, norm)."""
     from aikd.config import LabelConfig, Resources, TeacherSpec
-    from aikd.label import run_label
+    from aikd.label.run import run_label
 
     cfg, _ = fr_run
     out = str(tmp_path_factory.mktemp("labelled") / "shards")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from aikd.config import ExperimentConfig
-from aikd.experiment import distill_spec, markdown, run_name, summarise, teacher_model
+from aikd.experiment.results import markdown, run_name, summarise, teacher_model
+from aikd.experiment.run import distill_spec
 from aikd.spec import load_spec
 
 

@@ -3,7 +3,7 @@ from mlflow import MlflowClient
 
 from aikd.config import DataConfig, FRTrainConfig
 from aikd.errors import ConfigError
-from aikd.frtrain import run_fr_train
+from aikd.frtrain.run import run_fr_train
 from aikd.models.weights import WEIGHTS_FILE, class_centres, load_model, read_card
 from aikd.registry import lookup
 from aikd.spec import load_spec

@@ -210,7 +210,7 @@ def shared(cluster, mlflow_server):
 def distilled(cluster, shared):
     root, _, _, distill = shared
     job = submit(cluster, "jobs/distill.yaml", distill + ["name=spread"])
-    return job, json.loads(resolve(f"{root}/runs/spread/summary.json").read_text())
+    return job, json.loads(resolve(f"{root}/runs/spread/_summary.json").read_text())
 
 
 def test_distillation_runs_its_two_train_workers_on_two_nodes(cluster, distilled):
@@ -238,7 +238,7 @@ def test_a_preempted_node_costs_steps_since_the_checkpoint_not_the_run(cluster, 
             assert proc.wait(timeout=900) == 0, (cluster.tmp / "preempted.log").read_text()[-4000:]
         finally:
             proc.kill()
-    summary = json.loads(run.join("summary.json").read_text())
+    summary = json.loads(run.join("_summary.json").read_text())
     _, uninterrupted = distilled
     assert (summary["steps"], summary["consumed"]) == (uninterrupted["steps"], uninterrupted["consumed"])
     workers = cluster.actor_nodes(cluster.job_id(job), "RayTrainWorker")
@@ -258,8 +258,8 @@ def test_a_sweep_runs_its_trials_on_the_cluster(cluster, shared, distilled):
         f"storage={root}/sweeps", "trials=2", "fixed.max_steps=4", f"fixed.bootstrap.root={root}/default",
         "fixed.resources.custom={aikd_worker: 0.5}",
         "metric=val_quality_loss"])  # 24 identities hold too few mated pairs out for a pAUC
-    summary = json.loads(resolve(f"{root}/sweeps/default-sweep/summary.json").read_text())
-    assert summary["trials"] == 2 and summary["failed"] == 0
+    summary = json.loads(resolve(f"{root}/sweeps/default-sweep/_summary.json").read_text())
+    assert summary["counts"]["trials"] == 2 and summary["counts"]["failed"] == 0
     assert summary["registered"]["uri"].startswith("models:/aikd-student/")
 
 
@@ -287,7 +287,7 @@ def test_gallery_scoring_puts_its_actors_on_both_worker_nodes(cluster, shared, d
     root, common, _, _ = shared
     job = submit(cluster, "jobs/score.yaml", _score_overrides(gallery[0], common, f"{root}/scores"), WHOLE_POOL)
     summary = json.loads(resolve(f"{root}/scores/_summary.json").read_text())
-    assert summary["rows"] == gallery[1] == summary["rows_scored"] + summary["rejected"]
+    assert summary["counts"]["rows"] == gallery[1] == summary["counts"]["rows_scored"] + summary["counts"]["rejected"]
     assert summary["models"][0]["uri"].startswith("models:/aikd-student/")  # resolved from @candidate
     assert set(cluster.actor_nodes(job, "Scorer")) == set(cluster.alive()) - {"head"}
 
@@ -309,9 +309,9 @@ def test_a_preempted_node_loses_no_gallery_face(cluster, shared, distilled, gall
             proc.kill()
     summary = json.loads(resolve(f"{out}/_summary.json").read_text())
     scores = read_scores(out)
-    ids = scores.filter(pc.equal(scores["model"], summary["models"][0]["name"]))["image_id"].to_pylist()
-    assert len(ids) == len(set(ids)) == summary["rows_scored"] == gallery[1] - summary["rejected"]
-    assert summary["rows_scored"] > 0.9 * gallery[1]
+    ids = scores.filter(pc.equal(scores["model"], summary["scored_with"][0]["name"]))["image_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == summary["counts"]["rows_scored"] == gallery[1] - summary["counts"]["rejected"]
+    assert summary["counts"]["rows_scored"] > 0.9 * gallery[1]
 
 
 def _maybe(fn, *args):

@@ -92,7 +92,7 @@ def test_the_run_is_tracked_with_params_metrics_per_validation_and_artifacts(ser
     history = client.get_metric_history(run.info.run_id, "val_quality_loss")
     assert sorted(m.step for m in history) == [h["step"] for h in summary["history"]]  # every validation, by step
     files = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"summary.json", "config.json", "model"} <= files
+    assert {"_summary.json", "config.json", "model"} <= files
     assert {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")} == {
         "model.safetensors", "card.json", "spec.yaml", "model.onnx"}
 
@@ -116,7 +116,7 @@ def test_student_initialisation_resolved_the_alias_and_says_what_it_got(server_r
     assert (ref["name"], ref["version"]) == ("fr-server", fr["version"])
     # the server proxies its artifacts: the version was copied under the run for every worker to read
     assert ref["files"] == resolve(cfg.storage).join(cfg.name, "_models", "fr-server", fr["version"]).uri
-    assert json.loads(resolve(cfg.storage).join(cfg.name, "summary.json").read_text())["models"] == summary["models"]
+    assert json.loads(resolve(cfg.storage).join(cfg.name, "_summary.json").read_text())["models"] == summary["models"]
 
 
 def test_pulling_a_version_gives_bit_identical_weights(server_run, mlflow_server, tmp_path, capsys):

@@ -14,8 +14,8 @@ from aikd.config import (
     validate,
 )
 from aikd.errors import ConfigError
-from aikd.job import scaling_config
 from aikd.runtime import train_device
+from aikd.training import scaling_config
 
 MINIMAL = {
     "fr-train": (FRTrainConfig, {"data": {"shards": ["x"], "split_by": "subject_id"}, "out": "y"}),

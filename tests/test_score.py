@@ -82,7 +82,7 @@ def test_every_face_gets_exactly_one_score_equal_to_the_students_own(scored, gal
     got = dict(zip(ids, table.column("quality").to_pylist(), strict=True))
     assert max(abs(got[i] - expected[i]) for i in ids) <= 1e-5
     assert set(table.column("alignment").to_pylist()) == {"landmarks"}
-    assert summary["rows"] == summary["rows_scored"] == 120 and summary["rejected"] == 0
+    assert summary["counts"]["rows"] == summary["counts"]["rows_scored"] == 120 and summary["counts"]["rejected"] == 0
     assert [f.path.rsplit("/", 1)[-1] for f in resolve(cfg.out).list_files(".parquet")] == [
         "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]  # one per input shard, same names
     manifest = json.loads(resolve(cfg.out).join("_manifest.json").read_text())
@@ -94,7 +94,7 @@ def test_the_onnx_backend_scores_like_torch(ray_local, scored, gallery, tmp_path
     cfg, _ = scored
     shards, student, _ = gallery
     onnx = run_score(_spec(tmp_path / "onnx", [{"name": "s", "model": student}], shards=[shards], backend="onnx"))
-    assert onnx["rows_scored"] == 120
+    assert onnx["counts"]["rows_scored"] == 120
     a, b = _table(cfg.out).column("quality").to_numpy(), _table(tmp_path / "onnx").column("quality").to_numpy()
     assert np.abs(a - b).max() <= 1e-4  # ONNX Runtime's kernels round differently from torch's
 
@@ -117,9 +117,9 @@ def test_a_crashed_run_started_again_gives_the_same_table(ray_local, scored, gal
         run_score(spec)
     monkeypatch.setattr(score_run, "write_file", real)
     again = run_score(spec)
-    assert again["files_done_before"] == 1 and again["files_scored_now"] == 2
+    assert again["counts"]["files_done_before"] == 1 and again["counts"]["files_scored_now"] == 2
     assert _table(out).equals(_table(cfg.out))  # no duplicates, nothing missing, same scores
-    assert run_score(spec)["files_scored_now"] == 0  # a finished job rerun only summarises
+    assert run_score(spec)["counts"]["files_scored_now"] == 0  # a finished job rerun only summarises
 
 
 def _bad_shard(target: str) -> dict[str, str]:
@@ -146,9 +146,10 @@ def test_bad_faces_go_to_the_rejects_with_reasons_and_the_job_goes_on(ray_local,
     assert set(rejects) <= set(planted) and set(planted) - {truncated} <= set(rejects)
     for image_id, reason in rejects.items():
         assert planted[image_id] in reason.lower()
-    assert summary["rows"] == 12 == summary["rows_scored"] + summary["rejected"]  # counts add up
-    assert summary["files"] == 2 and read_scores(str(tmp_path / "out" / "part-00001.parquet")).num_rows == 0
-    assert _table(tmp_path / "out").num_rows == summary["rows_scored"]
+    counts = summary["counts"]
+    assert counts["rows"] == 12 == counts["rows_scored"] + counts["rejected"]  # counts add up
+    assert counts["files"] == 2 and read_scores(str(tmp_path / "out" / "part-00001.parquet")).num_rows == 0
+    assert _table(tmp_path / "out").num_rows == counts["rows_scored"]
 
 
 def test_a_folder_of_pre_aligned_crops_is_scored_as_it_is(ray_local, gallery, tmp_path):
@@ -163,7 +164,7 @@ def test_a_folder_of_pre_aligned_crops_is_scored_as_it_is(ray_local, gallery, tm
         cv2.imwrite(str(folder / f"p{k % 3}" / f"{k:03d}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
     summary = run_score(_spec(tmp_path / "out", [{"name": "s", "model": student}], images=str(folder),
                               alignment="aligned", images_per_file=8, backend="torch"))
-    assert summary["files"] == 3 and summary["rows_scored"] == 20
+    assert summary["counts"]["files"] == 3 and summary["counts"]["rows_scored"] == 20
     from aikd.models.weights import load_model
 
     model, _ = load_model(student)
@@ -189,11 +190,11 @@ def test_a_moved_alias_is_scored_with_the_new_version_and_says_so(ray_local, gal
     spec = _spec(tmp_path / "out", [{"name": "prod", "model": "models:/gallery-student@production"}],
                  shards=[shards], backend="torch")
     before = run_score(spec)
-    assert before["models"][0]["version"] == versions[0] and before["files_scored_now"] == 3
+    assert before["models"][0]["version"] == versions[0] and before["counts"]["files_scored_now"] == 3
     client.set_registered_model_alias("gallery-student", "production", versions[1])
     after = run_score(spec)
     assert after["models"][0]["version"] == versions[1]
-    assert after["files_scored_now"] == 3 and len(after["rescored_stale"]) == 3  # stale files scored again
+    assert after["counts"]["files_scored_now"] == 3 and len(after["rescored_stale"]) == 3  # stale files scored again
     table = _table(tmp_path / "out")
     assert set(table.column("model_version").to_pylist()) == {versions[1]}
     assert set(table.column("model_uri").to_pylist()) == {f"models:/gallery-student/{versions[1]}"}
@@ -208,7 +209,7 @@ def test_several_models_in_one_pass(ray_local, gallery, tmp_path):
     summary = run_score(_spec(tmp_path / "out", [{"name": "a", "model": first}, {"name": "b", "model": second}],
                               shards=[shards], backend="torch"))
     table = _table(tmp_path / "out")
-    assert summary["rows_scored"] == 120 and table.num_rows == 240
+    assert summary["counts"]["rows_scored"] == 120 and table.num_rows == 240
     by_model = {m: table.filter(pc.equal(table["model"], m)) for m in ("a", "b")}
     assert by_model["a"].column("image_id").equals(by_model["b"].column("image_id"))
     assert not np.allclose(by_model["a"]["quality"].to_numpy(), by_model["b"]["quality"].to_numpy())

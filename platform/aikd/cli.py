@@ -62,78 +62,38 @@ def _cmd_ingest_aikd(args: argparse.Namespace) -> dict:
                            progress=advance)
 
 
-def _overrides(pairs: list[str]) -> dict:
-    import yaml
-
-    from aikd.spec import yaml_problem
-
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ConfigError(f"--set expects key=value (dotted keys allowed), got {pair!r}")
-        key, value = pair.split("=", 1)
-        try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {key}: not a valid YAML value: {yaml_problem(err)}") from None
-    return out
-
-
-def _jobs() -> dict:
-    """Job kind -> (config model, runner); imported lazily so `aikd --help` stays fast."""
-    from aikd.config import (
-        DistillConfig,
-        EvaluateConfig,
-        ExperimentConfig,
-        FRTrainConfig,
-        LabelConfig,
-        ScoreConfig,
-        SweepConfig,
-    )
-    from aikd.distill.run import run_distill
-    from aikd.evaluate.run import run_evaluate
-    from aikd.experiment import run_experiment
-    from aikd.frtrain import run_fr_train
-    from aikd.label import run_label
-    from aikd.score.run import run_score
-    from aikd.sweep.run import run_sweep
-
-    return {"fr-train": (FRTrainConfig, run_fr_train), "label": (LabelConfig, run_label),
-            "distill": (DistillConfig, run_distill), "evaluate": (EvaluateConfig, run_evaluate),
-            "score": (ScoreConfig, run_score), "sweep": (SweepConfig, run_sweep),
-            "experiment": (ExperimentConfig, run_experiment)}
-
-
 def run_spec(kind: str | None, spec: str, overrides: dict) -> dict:
     """Validate a job spec and run it; ``kind`` None reads the spec's own ``job:`` field."""
     from aikd.spec import load_spec
 
-    model, runner = _job(kind, spec)
-    return runner(load_spec(spec, model, overrides))
+    job = _job(kind, spec)
+    return job.run(load_spec(spec, job.spec, overrides))
 
 
-def _job(kind: str | None, spec: str) -> tuple:
-    """(config model, runner) of a job kind, or of the kind the spec's ``job:`` field names."""
+def _job(kind: str | None, spec: str):
+    """The job kind given, or the one the spec's ``job:`` field names."""
+    from aikd.jobs import KINDS, job_kind
     from aikd.spec import read_spec
 
-    jobs = _jobs()
     if kind is None:
         kind = read_spec(spec)[0].get("job")
-        if kind not in jobs:
-            raise ConfigError(f"{spec}: field 'job' must be one of {sorted(jobs)}, got {kind!r}")
-    return jobs[kind]
+        if kind not in KINDS:
+            raise ConfigError(f"{spec}: field 'job' must be one of {sorted(KINDS)}, got {kind!r}")
+    return job_kind(kind)
 
 
 def _cmd_job(args: argparse.Namespace) -> dict:
-    return run_spec(args.kind, args.spec, _overrides(args.set))
+    from aikd.spec import parse_overrides
+
+    return run_spec(args.kind, args.spec, parse_overrides(args.set))
 
 
 def _cmd_submit(args: argparse.Namespace) -> dict:
-    from aikd.spec import load_spec
+    from aikd.spec import load_spec, parse_overrides
     from aikd.submit import submit
 
-    model, _ = _job(None, args.spec)  # a bad spec is refused here, not after it reached the cluster
-    load_spec(args.spec, model, _overrides(args.set))
+    job = _job(None, args.spec)  # a bad spec is refused here, not after it reached the cluster
+    load_spec(args.spec, job.spec, parse_overrides(args.set))
     return submit(args.spec, address=args.address, overrides=args.set or [], wait=not args.no_wait)
 
 
@@ -150,6 +110,12 @@ def _cmd_models(args: argparse.Namespace):
     if args.action == "promote":
         return registry.promote(args.name, args.version, args.alias, uri)
     return registry.pull(args.ref, args.out, uri)
+
+
+def _cmd_components(args: argparse.Namespace) -> None:
+    from aikd.components import describe_components, render_components
+
+    print(render_components(describe_components()))
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -200,14 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--out", required=True, help="output URI for the shards")
         q.add_argument("--rows-per-shard", type=int, default=2000)
         q.add_argument("--threads", type=int, default=8, help="parallel image reads")
-    for kind, text in (("fr-train", "train a small FR backbone + margin head (Ray Train)"),
-                       ("label", "write teacher FIQA quality columns onto face shards"),
-                       ("distill", "AI-KD distillation on Ray Train + DeepSpeed"),
-                       ("evaluate", "EDC / pAUC report: FIQA models x alignment conditions"),
-                       ("score", "score a face gallery with students (batch, resumable per file)"),
-                       ("sweep", "search distillation settings with Ray Tune + Optuna, register the best"),
-                       ("experiment", "teachers x ablations x seeds, one paired evaluation (experiments/)"),
-                       ("run", "run any job spec by its 'job:' field (what an executable spec calls)")):
+    from aikd.jobs import HELP
+
+    for kind, text in [*HELP.items(), ("run", "run any job spec by its 'job:' field (what an executable spec calls)")]:
         job = sub.add_parser(kind, help=text)
         job.add_argument("spec", help="job spec YAML (see jobs/)")
         job.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field, e.g. epochs=3")
@@ -236,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--tracking-uri", default=None,
                        help="default: MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db")
         q.set_defaults(func=_cmd_models)
+
+    c = sub.add_parser("components", help="the backbones, heads and teachers a spec can name, with what they take")
+    c.set_defaults(func=_cmd_components)
 
     d = sub.add_parser("demo", help="the main job on the embedded default (local, CPU only)")
     d.add_argument("--out", default="runs/demo", help="run URI")

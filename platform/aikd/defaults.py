@@ -1,42 +1,39 @@
 """The embedded default's inputs, built on demand: synthetic faces -> FR model -> teacher labels.
 
 Their numbers live in one place, :class:`aikd.config.EmbeddedDefault`; a job spec that
-says ``bootstrap: {root: ...}`` has the inputs it needs built here first. Each stage is
-skipped when its output is complete, so the demo, the default job specs and a
-resubmitted job share one set of inputs.
+says ``bootstrap: {root: ...}`` has the inputs it needs built here first (the job shell
+asks for them). Each stage is skipped when its output is complete, so the demo, the
+default job specs and a resubmitted job share one set of inputs.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
 
-from aikd.config import EmbeddedDefault, FRTrainConfig, LabelConfig
-from aikd.data.shards import SUMMARY_FILE as SHARDS_SUMMARY
-from aikd.job import SUMMARY_FILE
+from aikd.config import EmbeddedDefault, FRTrainConfig, JobSpec, LabelConfig
+from aikd.data.shards import SUMMARY_FILE
 from aikd.spec import validate
 from aikd.storage import resolve
 
 STAGES = ("faces", "fr-train", "label", "distill")
 
 
-def ensure_default_inputs(default: EmbeddedDefault, upto: Literal["fr-train", "label", "distill"] = "distill",
+def ensure_default_inputs(default: EmbeddedDefault, run: Callable[[JobSpec], dict], upto: str = "distill",
                           log=print) -> None:
-    """Build the stages before ``upto`` whose outputs are missing (the job ``upto`` runs them itself)."""
-    from aikd.data.synth import SynthConfig, write_synthetic
-    from aikd.frtrain import run_fr_train
-    from aikd.label import run_label
+    """Build the stages before ``upto`` whose outputs are missing; ``run`` runs a job spec (the shell's).
 
-    needed = STAGES[:STAGES.index(upto)]
+    Stages of a job kind that is not one of them (evaluate, an experiment) are all built.
+    """
+    from aikd.data.synth import SynthConfig, write_synthetic
+
+    needed = STAGES[:STAGES.index(upto)] if upto in STAGES else STAGES[:-1]
     faces = default.path("faces")
-    if "faces" in needed and not resolve(faces).join(SHARDS_SUMMARY).exists():
+    if "faces" in needed and not resolve(faces).join(SUMMARY_FILE).exists():
         log(f"bootstrap: synthetic faces -> {faces}")
         write_synthetic(faces, SynthConfig(identities=default.identities,
                                            samples_per_identity=default.samples_per_identity, seed=default.seed))
-    fr = validate(FRTrainConfig, default.stage("fr-train"), source="embedded default")
-    if "fr-train" in needed and not resolve(fr.out).join(SUMMARY_FILE).exists():
-        log(f"bootstrap: FR pretraining -> {fr.out}")
-        run_fr_train(fr)
-    label = validate(LabelConfig, default.stage("label"), source="embedded default")
-    if "label" in needed and not resolve(label.out).join(SHARDS_SUMMARY).exists():
-        log(f"bootstrap: teacher labels {default.teachers} -> {label.out}")
-        run_label(label)
+    for kind, spec in (("fr-train", FRTrainConfig), ("label", LabelConfig)):
+        cfg = validate(spec, default.stage(kind), source="embedded default")
+        if kind in needed and not resolve(cfg.out).join(SUMMARY_FILE).exists():
+            log(f"bootstrap: {kind} -> {cfg.out}")
+            run(cfg)

@@ -76,6 +76,7 @@ def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
     from aikd.defaults import ensure_default_inputs
     from aikd.distill.run import run_distill
     from aikd.evaluate.run import run_evaluate
+    from aikd.jobs import run_config
     from aikd.runtime import ensure_ray
 
     start = time.perf_counter()
@@ -84,7 +85,7 @@ def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
     ensure_ray()
     # one line per stage and per validation is the demo's progress; Ray Data's bars would bury it
     DataContext.get_current().enable_progress_bars = False
-    ensure_default_inputs(plan.default, log=log)
+    ensure_default_inputs(plan.default, run=run_config, log=log)
     run = resolve(distill.storage).join(distill.name)
     summary = json.loads(run.join(SUMMARY_FILE).read_text()) if run.join(SUMMARY_FILE).exists() else {}
     if "registered" not in summary:  # an unfinished run resumes from its checkpoint, then registers

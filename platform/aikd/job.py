@@ -1,103 +1,142 @@
-"""The shape every Ray job shares (docs/jobs.md): resources, training runs, checkpoints, the summary.
+"""The one shell every job kind runs through (docs/jobs.md).
 
-Each job's docstring states what a rerun on the same output does (resume, skip or
-recompute) and its runner keeps to it. What the jobs have in common lives here, so a
-reader learns it once:
+A job module keeps only its own work; :func:`run_job` does the rest, in this order:
 
-* :func:`scaling_config` turns a spec's :class:`~aikd.config.Resources` into Ray Train's;
-* :func:`fit` runs a ``TorchTrainer`` whose run files live under the job's output, with
-  ``FailureConfig`` and a bounded number of checkpoints; a run that fails from a user
-  error raises :class:`~aikd.errors.JobFailed` (one line in the CLI), one that fails from
-  a bug keeps its traceback;
-* :func:`latest_checkpoint` is the one definition of a run's latest checkpoint: Ray
-  Train's own (its checkpoint-manager snapshot), the one ``ray.train.get_checkpoint()``
-  hands the workers when the run is started again;
-* :func:`finish` writes the summary JSON every job ends with.
+1. bootstrap the embedded default's inputs when the spec says ``bootstrap:``;
+2. keep the rerun contract's skip: a job that skips finished work and whose summary
+   exists returns that summary;
+3. take the output's lock where the job writes a shared output (:mod:`aikd.lock`);
+4. pin ``models:/`` URIs to the versions they name now (:func:`aikd.registry.resolve_models`);
+5. open the tracked MLflow run (continued under the output by resumable jobs);
+6. run the work, which returns its :class:`Outcome`;
+7. write the summary (:data:`SUMMARY_FILE`, the same keys for every job);
+8. log the outcome's metrics and output files to the run;
+9. close the run FINISHED, or FAILED / KILLED when the work raised.
+
+A user error (:class:`aikd.errors.AikdError`) stays one line in the CLI and a bug keeps
+its traceback: the shell catches nothing but to close the run with its status.
 """
 
 from __future__ import annotations
 
-import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
 
-from ray.train import (
-    Checkpoint,
-    CheckpointConfig,
-    FailureConfig,
-    Result,
-    RunConfig,
-    ScalingConfig,
-    TrainingFailedError,
-)
-from ray.train.torch import TorchTrainer
-
-from aikd.config import Resources
-from aikd.errors import AikdError, JobFailed
+from aikd.config import JobSpec
+from aikd.data.shards import SUMMARY_FILE  # side files of an output start with '_': a shard listing skips them
+from aikd.defaults import ensure_default_inputs
+from aikd.redact import redact
 from aikd.storage import Location
 
-SUMMARY_FILE = "summary.json"
+# every job's summary has these keys; a job's own fields sit beside them
+SUMMARY_KEYS = ("job", "spec", "inputs", "outputs", "models", "counts", "rejects", "seconds", "mlflow_run")
 
 
-def scaling_config(resources: Resources) -> ScalingConfig:
-    per_worker = {"CPU": resources.cpus_per_worker} | resources.custom
-    if resources.use_gpu:
-        per_worker["GPU"] = resources.gpus_per_worker
-    return ScalingConfig(num_workers=resources.workers, use_gpu=resources.use_gpu, resources_per_worker=per_worker,
-                         placement_strategy=resources.placement.upper())
+@dataclass
+class Outcome:
+    """What a job's work hands the shell: its counts, rejects and own fields, what to track."""
+
+    counts: dict[str, int | float]
+    rejects: dict[str, int] = field(default_factory=dict)  # reason -> rows
+    fields: dict = field(default_factory=dict)  # the job's own summary fields
+    metrics: dict = field(default_factory=dict)  # logged to the tracked run (nested mappings: dotted names)
+    files: list[str] = field(default_factory=list)  # output files (under the job's output) logged as artifacts
+    artifact_path: str | None = None
 
 
-def _user_error(err: Exception) -> AikdError | None:
-    """The user error behind a failed run, if every failing worker raised one."""
-    failures = list(getattr(err, "worker_failures", {}).values())
-    causes = [f if isinstance(f, AikdError) else getattr(f, "cause", None) for f in failures]
-    if failures and all(isinstance(c, AikdError) for c in causes):
-        return causes[0]
-    return None
+@dataclass(frozen=True)
+class Shape:
+    """How the shell runs one job: where it writes, what it reads, its rerun contract."""
+
+    out: Location  # the job's output: summary, lock and run state live here
+    name: str  # the tracked run's name
+    inputs: dict  # lineage: name -> URI(s)
+    outputs: dict  # lineage: name -> URI
+    rerun: Literal["resume", "recompute"]  # resume: the tracked run is continued under ``out`` by a rerun
+    skip_finished: bool = False  # a rerun of a finished job (its summary written) returns that summary
+    lock: bool = False  # one writer at a time: the job writes files of a shared output
+    dashboard: bool = False  # a local Ray instance runs its dashboard (Tune's early stopping needs it)
+    tags: dict | None = None  # added to the run's tags (a sweep's trial names its parent run)
 
 
-def fit(loop, config: dict, resources: Resources, run: Location, *, datasets: dict | None = None,
-        dataset_config=None, max_failures: int = 0, keep_checkpoints: int | None = None,
-        callbacks: list | None = None) -> Result:
-    """Run ``loop`` on Ray Train workers; the run is ``run`` (Ray's files included): the same one resumes.
+@dataclass
+class Job:
+    """What the work of a job sees: its spec with models pinned, its output and tracked run."""
 
-    A lost worker is replaced up to ``max_failures`` times; the workers then start from
-    the latest checkpoint (if the loop writes any). Only the newest ``keep_checkpoints``
-    are kept. ``callbacks`` are Ray Train callbacks (a sweep's trial passes the one that
-    hands each report to Ray Tune).
-    """
-    trainer = TorchTrainer(
-        loop, train_loop_config=config, scaling_config=scaling_config(resources),
-        run_config=RunConfig(name=run.name, storage_path=run.parent().path,
-                             storage_filesystem=run.fs, failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
-                             callbacks=callbacks or []),
-        datasets=datasets or {}, dataset_config=dataset_config,
-    )
-    try:
-        return trainer.fit()
-    except TrainingFailedError as err:
-        cause = _user_error(err)
-        if cause is None:
-            raise  # a bug: keep the workers' traceback
-        raise JobFailed(f"run {run.uri} failed: {cause}") from None
+    cfg: JobSpec
+    out: Location
+    tracker: object | None  # aikd.tracking.Tracker, or None when tracking is off
+    models: list[dict]  # the models:/ URIs pinned, as resolve_models reports them
+
+    def log(self, text: str) -> None:
+        print(f"{self.cfg.kind}: {text}", flush=True)
 
 
-def latest_checkpoint(run: Location) -> Checkpoint | None:
-    """The checkpoint Ray Train resumes ``run`` from (None for a new run)."""
-    if not run.exists():
-        return None
-    try:
-        return Result.from_path(run.path, storage_filesystem=run.fs).checkpoint
-    except RuntimeError:  # a folder without Ray's snapshot: no checkpoint was ever reported
-        return None
+def summary_path(out: Location) -> Location:
+    return out.join(SUMMARY_FILE)
 
 
-def read_json(checkpoint: Checkpoint, name: str) -> dict:
-    """One JSON file of a checkpoint, read where it lies (no download of the rest)."""
-    with checkpoint.filesystem.open_input_stream(f"{checkpoint.path}/{name}") as f:
-        return json.loads(f.read())
+def finished(out: Location) -> dict | None:
+    """The summary of a job that finished on ``out``, or None."""
+    path = summary_path(out)
+    return path.read_json() if path.exists() else None
 
 
-def finish(out: Location, summary: dict, file: str = SUMMARY_FILE) -> dict:
-    """Write the job's summary JSON under its output and hand it back (the CLI prints it)."""
-    out.join(file).write_json(summary)
+def count_reasons(rejects: list[tuple[str, str]]) -> dict[str, int]:
+    """Rejected rows per reason (the text before any ' (' detail), for the summary."""
+    counts: dict[str, int] = {}
+    for _, why in rejects:
+        key = str(why).split(" (")[0]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def run_job(cfg: JobSpec, shape: Shape, work: Callable[[Job], Outcome]) -> dict:
+    """Run one job through the shell; its summary (also written under ``shape.out``)."""
+    from aikd.runtime import ensure_ray
+
+    start = time.perf_counter()
+    ensure_ray(dashboard=shape.dashboard)
+    if getattr(cfg, "bootstrap", None) is not None:
+        from aikd.jobs import run_config  # the job kinds load lazily: each of them runs through this shell
+
+        ensure_default_inputs(cfg.bootstrap, upto=cfg.kind, run=run_config)
+    if shape.skip_finished and (done := finished(shape.out)) is not None:
+        print(f"{cfg.kind}: {shape.out.uri} has finished; its summary stands", flush=True)
+        return done | {"skipped": True}
+    if not shape.lock:
+        return _tracked(cfg, shape, work, start)
+    from aikd.lock import output_lock
+
+    with output_lock(shape.out, cfg.kind):
+        return _tracked(cfg, shape, work, start)
+
+
+def _tracked(cfg: JobSpec, shape: Shape, work: Callable[[Job], Outcome], start: float) -> dict:
+    from aikd.registry import resolve_models
+    from aikd.tracking import job_run
+
+    asked = cfg
+    cfg, models = resolve_models(cfg, shape.out)
+    resume = shape.out if shape.rerun == "resume" else None
+    with job_run(cfg, shape.name, shape.inputs, shape.outputs, resume_under=resume, tags=shape.tags) as tracker:
+        outcome = work(Job(cfg, shape.out, tracker, models))
+        summary = _summary(asked, shape, models, outcome, tracker, time.perf_counter() - start)
+        summary_path(shape.out).write_json(summary)
+        if tracker is not None:
+            tracker.log_metrics(outcome.metrics | {"seconds": summary["seconds"]} | {"counts": outcome.counts})
+            tracker.log_outputs(shape.out, [SUMMARY_FILE, *outcome.files], outcome.artifact_path)
     return summary
+
+
+def _summary(cfg: JobSpec, shape: Shape, models: list[dict], outcome: Outcome, tracker, seconds: float) -> dict:
+    clash = sorted(set(outcome.fields) & set(SUMMARY_KEYS))
+    if clash:
+        raise ValueError(f"{cfg.kind}: job fields {clash} would overwrite the summary's own keys")
+    common = {"job": cfg.kind, "spec": redact(cfg.model_dump(mode="json")), "inputs": redact(shape.inputs),
+              "outputs": redact(shape.outputs), "models": redact(models),
+              "counts": outcome.counts, "rejects": outcome.rejects, "seconds": round(seconds, 1),
+              "mlflow_run": tracker.run_id if tracker is not None else None}
+    return common | outcome.fields

@@ -26,7 +26,7 @@ import yaml
 
 from aikd.config import JobSpec, RegisterConfig
 from aikd.errors import AikdError, ConfigError
-from aikd.models.weights import CARD_FILE, WEIGHTS_FILE, check_onnx, export_onnx, load_model
+from aikd.models.weights import CARD_FILE, SPEC_FILE, WEIGHTS_FILE, check_onnx, export_onnx, load_model
 from aikd.redact import redact, redact_text
 from aikd.spec import PLAIN_NAME, validate
 from aikd.storage import Location, resolve
@@ -34,7 +34,6 @@ from aikd.tracking import Tracker, client, tracking_uri
 
 SCHEME = "models:/"
 PACKAGE = "model"  # artifact path of a version's files inside the run that registered it
-SPEC_FILE = "spec.yaml"
 ONNX_FILE = "model.onnx"
 MODELS_DIR = "_models"  # copies of registered versions under a job's output
 ONNX_TOLERANCE = 1e-4

@@ -65,8 +65,27 @@ def yaml_problem(err: Exception) -> str:
     return problem + where
 
 
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """``--set key=value`` arguments as ``{dotted.key: value}``, each value read as YAML (``3``, ``[a, b]``)."""
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value (dotted keys allowed), got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: not a valid YAML value: {yaml_problem(err)}") from None
+    return out
+
+
 def with_overrides(data: dict, overrides: dict) -> dict:
-    """A copy of ``data`` with each ``dotted.key: value`` of ``overrides`` set (sections made as needed)."""
+    """A copy of ``data`` with each ``dotted.key: value`` of ``overrides`` set (sections made as needed).
+
+    A part that is a number indexes a list (``models.0.model``): the item must exist.
+    """
     import copy
 
     out = copy.deepcopy(data)
@@ -74,11 +93,26 @@ def with_overrides(data: dict, overrides: dict) -> dict:
         node = out
         *parents, leaf = dotted.split(".")
         for key in parents:
-            if not isinstance(node.get(key, {}), dict):
-                raise ConfigError(f"cannot set {dotted}: {key} is a value, not a section")
-            node = node.setdefault(key, {})
-        node[leaf] = value
+            node = _child(node, key, dotted)
+        if isinstance(node, list):
+            node[_index(node, leaf, dotted)] = value
+        else:
+            node[leaf] = value
     return out
+
+
+def _child(node, key: str, dotted: str):
+    if isinstance(node, list):
+        return node[_index(node, key, dotted)]
+    if not isinstance(node.get(key, {}), (dict, list)):
+        raise ConfigError(f"cannot set {dotted}: {key} is a value, not a section")
+    return node.setdefault(key, {})
+
+
+def _index(items: list, key: str, dotted: str) -> int:
+    if not key.isdigit() or int(key) >= len(items):
+        raise ConfigError(f"cannot set {dotted}: {key!r} is not an index of a list of {len(items)} items")
+    return int(key)
 
 
 def validate(model: type[BaseModel], data: dict, source: str = "spec") -> BaseModel:

@@ -7,9 +7,9 @@ from mlflow import MlflowClient
 from aikd.config import EngineConfig, StudentConfig
 from aikd.distill.run import run_distill
 from aikd.distill.worker import SIDECAR
-from aikd.job import latest_checkpoint, read_json
 from aikd.models.weights import load_model
 from aikd.storage import resolve
+from aikd.training import latest_checkpoint, read_json
 
 
 def test_zero0_run_on_s3_writes_checkpoints_and_a_student(s3_run):
@@ -70,4 +70,4 @@ def test_runs_are_tracked_in_the_serverless_sqlite_default(s3_run, tracking_db):
     assert run.data.tags["aikd.resumed_with_changed_params"] == "max_steps"
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_spearman_misaligned")]
     assert sorted(steps) == [h["step"] for h in second["history"]]
-    assert "summary.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "_summary.json" in {a.path for a in client.list_artifacts(run.info.run_id)}

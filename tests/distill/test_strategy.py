@@ -4,6 +4,7 @@ DeepSpeed needs a process group and mutates global state, so the comparison runs
 fresh interpreter (this file run as a script) and the test asserts on what it saved.
 """
 
+import math
 import os
 import socket
 import subprocess
@@ -16,12 +17,16 @@ import torch
 # order in which the gradient norm is summed differs, worth a few ulps (observed: bit-identical).
 ATOL, RTOL = 1e-6, 1e-5
 SCALES = {"clipped": 100.0, "unclipped": 1.0}  # loss factors: gradient norm ~271 and ~2.7 against grad_clip 5
+WARM = (1, 2)  # an optimizer step during the warm-up: step 1 of 2, the rate scaled by sin(pi / 4)
 
 
-def _one_step(name: str, scale: float, x: torch.Tensor) -> tuple[dict, float]:
-    """One optimizer step of a fresh seeded student; its state after, and the gradient norm before clipping."""
+def _one_step(name: str, scale: float, x: torch.Tensor, warm: tuple[int, int] | None = None) -> tuple[dict, float]:
+    """One optimizer step of a fresh seeded student; its state after, and the gradient norm before clipping.
+
+    With ``warm`` (step, warm-up steps) the step runs under the warm-up schedule the loop builds.
+    """
     from aikd.config import DataConfig, DistillConfig, EngineConfig, OptimConfig, StudentConfig
-    from aikd.distill.params import param_groups
+    from aikd.distill.params import param_groups, warmup_schedule
     from aikd.distill.strategy import create_strategy
     from aikd.models.student import create_student
 
@@ -32,6 +37,8 @@ def _one_step(name: str, scale: float, x: torch.Tensor) -> tuple[dict, float]:
     student = create_student("iresnet_tiny")
     strategy = create_strategy(cfg, torch.device("cpu"))
     strategy.prepare(student, param_groups(student, cfg.optim))
+    if warm is not None:
+        warmup_schedule(strategy.torch_optimizer, warm[1], step=warm[0])
     emb, q = strategy.forward(x)
     strategy.backward(scale * (q.pow(2).mean() + emb.pow(2).mean()))
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in student.parameters() if p.grad is not None]))
@@ -58,6 +65,8 @@ def _compare(out: str) -> None:
     for case, scale in SCALES.items():
         for name in ("deepspeed", "ddp"):
             results[f"{case}/{name}"] = _one_step(name, scale, x)
+    for name in ("deepspeed", "ddp"):
+        results[f"warm/{name}"] = _one_step(name, SCALES["unclipped"], x, WARM)
     torch.save(results, out)
     torch.distributed.destroy_process_group()
 
@@ -83,6 +92,18 @@ def test_deepspeed_zero0_and_ddp_take_the_same_step(steps, case):
     for state in (ds, ddp):  # the head and the last 5 backbone tensors moved, every frozen tensor kept its value
         assert {k for k in steps["params"] if not torch.equal(state[k], before[k])} == set(steps["trained"])
     assert len(set(steps["params"]) - set(steps["trained"])) > 40
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["deepspeed", "ddp"])
+def test_both_strategies_step_at_the_warmup_rate_the_schedule_sets(steps, name):
+    # the first SGD step moves a weight by -lr * (grad + weight decay * weight), linear in lr: under the
+    # warm-up each trained tensor moves by the old sine factor times the full-rate step (unclipped gradient)
+    factor = math.sin(WARM[0] / WARM[1] * math.pi / 2)
+    before, full, (warm, _) = steps["before"], steps["unclipped/ddp"][0], steps[f"warm/{name}"]
+    for k in steps["trained"]:
+        torch.testing.assert_close(warm[k] - before[k], factor * (full[k] - before[k]), atol=ATOL, rtol=RTOL,
+                                   msg=lambda m, k=k: f"{k}: {m}")
 
 
 if __name__ == "__main__":

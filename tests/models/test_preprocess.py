@@ -15,8 +15,8 @@ from aikd.models import ModelInfo, create_model, list_models, register_model
 from aikd.models.iresnet import iresnet_tiny
 from aikd.models.student import Student
 from aikd.models.transforms import Preprocess
-from aikd.models.weights import card_for, load_model, preprocess_of, save_model
-from aikd.teachers import TeacherBatch, create_teacher
+from aikd.models.weights import CENTRES, card_for, load_model, preprocess_of, save_model
+from aikd.teachers import TeacherBatch, create_teacher, list_teachers, teacher_class
 
 NAME = "iresnet_tiny_imagenet_norm"
 IMAGENET = Preprocess(64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -62,11 +62,13 @@ def test_the_distillation_loop_and_its_validation_feed_the_student_as_its_card_s
         assert any(torch.allclose(x, e) for e in expected)
 
 
-@pytest.mark.parametrize("teacher", ["norm", "serfiq"])
+@pytest.mark.parametrize("teacher", [n for n in list_teachers() if teacher_class(n).needs_images])
 def test_teachers_feed_their_fr_model_as_its_card_says(tmp_path, teacher):
     torch.manual_seed(0)
     model = create_model(NAME, dropout=0.4).eval()
-    save_model(model, str(tmp_path / "fr"), card_for(model, "backbone"))
+    # saved as fr-train saves one: CR-FIQA also reads the margin head's centres and their classes
+    save_model(model, str(tmp_path / "fr"), card_for(model, "backbone", {"classes": ["s", "t"]}),
+               extra={CENTRES: torch.randn(2, 512)})
     images = _images(3)
     scores = create_teacher(teacher, model=str(tmp_path / "fr")).score(TeacherBatch(
         np.array(["a", "b", "c"]), np.array(["s", "s", "s"]), images, {})).values

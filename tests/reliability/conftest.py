@@ -103,12 +103,13 @@ def no_ray(monkeypatch, tmp_path):
     never get that far). Relative paths land in tmp_path."""
     import ray
 
-    import aikd.cli
+    from aikd.jobs import KINDS, job_kind
 
     def ray_started(*args, **kwargs):
         pytest.fail("a refused input reached Ray")
 
-    aikd.cli._jobs()  # every job's module imported now, so each one's ensure_ray is patched below
+    for kind in KINDS:  # every job's module imported now, so each one's ensure_ray is patched below
+        job_kind(kind)
     monkeypatch.setattr(ray, "init", ray_started)
     for name, module in list(sys.modules.items()):  # modules that imported ensure_ray by name
         if name.startswith("aikd") and hasattr(module, "ensure_ray"):

@@ -408,7 +408,7 @@ def test_pickle_ingest_rejects_a_nan_label_and_an_id_outside_the_root(tmp_path):
 
 # --------------------------------------------------------------------------- label (in process)
 def test_label_drops_rows_it_cannot_align_and_passes_duplicates_and_other_labels_through(zoo, backbone, tmp_path):
-    from aikd.label import Labeller
+    from aikd.label.labeller import Labeller
 
     cfg = LabelConfig(shards=[zoo["uri"]], out=str(tmp_path / "labelled"),
                       teachers=[TeacherSpec(name="norm", options={"model": backbone})])
@@ -529,11 +529,12 @@ def test_score_job_counts_add_up_and_gives_each_id_one_score(ray_local, zoo, stu
     assert [m["rows_in"] for m in manifest] == [len(s) for s in zoo["shards"]]  # the empty shard: rows_in 0
     for m in manifest:
         assert m["rows_in"] == m["rows_scored"] + len(m["rejects"])
-    assert summary["rows"] == sum(len(s) for s in zoo["shards"]) == summary["rows_scored"] + summary["rejected"]
+    counts = summary["counts"]
+    assert counts["rows"] == sum(len(s) for s in zoo["shards"]) == counts["rows_scored"] + counts["rejected"]
     assert got((r["image_id"], r["reason"]) for r in read_rejects(cfg.out).to_pylist()) == expected_rejects(
         zoo, "score")
     ids = read_scores(cfg.out).column(IMAGE_ID).to_pylist()
-    assert len(ids) == len(set(ids)) == summary["rows_scored"]  # each id once
+    assert len(ids) == len(set(ids)) == counts["rows_scored"]  # each id once
     all_ids = {r[IMAGE_ID] for s in zoo["shards"] for r in s}
     assert set(ids) == all_ids - {i for i, _ in expected_rejects(zoo, "score") if i.startswith("zoo/")}
 
@@ -551,7 +552,8 @@ def test_evaluate_counts_every_row_as_used_or_rejected_and_keeps_the_first_of_a_
     report = json.loads(resolve(cfg.out).join("report.json").read_text())
     rows_in = sum(len(s) for s in zoo["shards"])
     assert report["rows"] == rows_in == report["faces"] + report["rejected"]  # counts add up
-    assert (summary["rows"], summary["faces"], summary["rejected"]) == (rows_in, report["faces"], report["rejected"])
+    counts = summary["counts"]
+    assert (counts["rows"], counts["faces"], counts["rejected"]) == (rows_in, report["faces"], report["rejected"])
     rejects = read_rejects(cfg.out).to_pylist()
     assert got((r["image_id"], r["reason"]) for r in rejects) == expected_rejects(zoo, "evaluate")
     assert sum(report["reject_reasons"].values()) == len(rejects)
@@ -580,7 +582,7 @@ def test_distill_rejects_the_bad_training_rows_and_trains_on_the_rest(ray_local,
         return not held_out({IMAGE_ID: [row[IMAGE_ID]]}, data)[0]
 
     bad = expected_rejects(zoo, "distill", keep=in_train)
-    assert summary["rejected_train_rows"] == sum(bad.values()) > 0
+    assert summary["counts"]["rejected_train_rows"] == sum(bad.values()) > 0
     train_rows = sum(in_train(r) for s in zoo["shards"] for r in s)
     good = train_rows - sum(bad.values())
     assert summary["consumed"] == good // 8 * 8  # every good training row, in whole micro-batches
@@ -626,7 +628,7 @@ def test_a_bad_shard_stops_distill_evaluate_and_score_planning_with_one_line(kin
 
 
 def test_the_label_job_plans_an_empty_output_for_an_empty_shard_and_refuses_a_missing_one(zoo, tmp_path):
-    from aikd.label import plan
+    from aikd.label.run import plan
 
     cfg = LabelConfig(shards=[zoo["uri"]], out=str(tmp_path / "o"), teachers=[TeacherSpec(name="norm")])
     assert [p["src"].rsplit("/", 1)[1] for p in plan(cfg)] == [f"part-{n:05d}.parquet" for n in range(3)]
@@ -637,7 +639,7 @@ def test_the_label_job_plans_an_empty_output_for_an_empty_shard_and_refuses_a_mi
 
 @pytest.mark.parametrize("kind", ["wrong_column_type", "not_parquet"])
 def test_the_label_job_refuses_a_bad_shard_at_planning(kind, zoo, tmp_path):
-    from aikd.label import plan
+    from aikd.label.run import plan
 
     uri, names = _whole_shard(kind, tmp_path, zoo["uri"])
     cfg = LabelConfig(shards=[zoo["uri"], uri], out=str(tmp_path / "o"), teachers=[TeacherSpec(name="norm")])

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aikd.cli import _jobs, main
+from aikd.cli import main
+from aikd.jobs import job_kind
 from aikd.spec import load_spec
 
 MISSING = object()  # the field is left out
@@ -152,7 +153,7 @@ def write_spec(folder: Path, spec: dict, name: str = "spec.yaml") -> str:
 
 @pytest.mark.parametrize("job", sorted(MINIMAL))
 def test_each_minimal_spec_is_valid_so_each_case_fails_for_its_one_field(job, tmp_path):
-    load_spec(write_spec(tmp_path, MINIMAL[job]), _jobs()[job][0])
+    load_spec(write_spec(tmp_path, MINIMAL[job]), job_kind(job).spec)
 
 
 @pytest.mark.parametrize(("job", "field", "value", "says"), CASES, ids=[f"{c[0]}:{c[1]}" for c in CASES])
@@ -207,7 +208,7 @@ def test_aikd_run_names_the_job_field_or_the_shape_it_needs(text, says, no_ray, 
 @pytest.mark.parametrize(("override", "says"), [
     ("epochs=[1", "--set epochs: not a valid YAML value"),
     ("epochs", "--set expects key=value"),
-    ("data.shards.x=1", "cannot set data.shards.x: shards is a value"),
+    ("data.shards.x=1", "cannot set data.shards.x: 'x' is not an index of a list of 1 items"),
     ("epochs=-1", "epochs: Input should be greater than or equal to 1"),
 ])
 def test_a_bad_override_is_one_line_naming_the_key(override, says, no_ray, capsys):

@@ -20,7 +20,7 @@ from harness import BUCKET, delta, s3_keys
 
 from aikd.config import LabelConfig, Resources, TeacherSpec
 from aikd.data.shards import read_shards
-from aikd.label import run_label
+from aikd.label.run import run_label
 from aikd.lock import LOCK_FILE
 from aikd.score.run import read_scores
 from aikd.storage import resolve
@@ -80,7 +80,8 @@ def test_label_killed_three_times_ends_with_every_face_labelled_exactly_once(lab
     table = read_shards(spec["out"], labels=("q_norm",))
     assert sorted(table["image_id"].to_pylist()) == ids  # none lost, none twice
     summary = json.loads(resolve(spec["out"]).join("_summary.json").read_text())
-    assert summary["rows"] == len(ids) and summary["rejected"] == 0 and summary["resumed_shards"] > 0
+    counts = summary["counts"]
+    assert counts["rows"] == len(ids) and counts["rejected"] == 0 and counts["resumed_shards"] > 0
     assert len(killed) == 3 and not resolve(spec["out"]).join(LOCK_FILE).exists()
 
 
@@ -103,8 +104,9 @@ def test_scoring_killed_three_times_ends_with_every_face_scored_exactly_once(sco
     assert sorted(scores["image_id"].to_pylist()) == ids
     assert pc.all(pc.is_finite(scores["quality"])).as_py()
     summary = json.loads(resolve(spec["out"]).join("_summary.json").read_text())
-    assert summary["rows_scored"] == len(ids) and summary["files"] == 8
-    assert summary["files_done_before"] > 0  # the last start skipped what the killed ones had written
+    counts = summary["counts"]
+    assert counts["rows_scored"] == len(ids) and counts["files"] == 8
+    assert counts["files_done_before"] > 0  # the last start skipped what the killed ones had written
     assert len(killed) == 3 and traffic["faults"] > 0
 
 

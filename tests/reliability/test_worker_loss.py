@@ -24,7 +24,7 @@ from aikd.storage import resolve
 
 def _summary(run) -> dict:
     spec = run["spec"]
-    return json.loads(resolve(spec["storage"]).join(spec["name"], "summary.json").read_text())
+    return json.loads(resolve(spec["storage"]).join(spec["name"], "_summary.json").read_text())
 
 
 def test_the_run_resumes_from_a_checkpoint_before_the_kill_and_finishes(worker_loss_run):

@@ -86,7 +86,7 @@ def grid_sweep(labelled_run, fr_run, s3_server, proxy, tmp_path_factory):
         return trials.list_files(suffix) if trials.exists() else []
 
     def finished():
-        return files("summary.json")
+        return files("_summary.json")
 
     def interrupted_with_checkpoint():
         # Ray Train's snapshot, not the sidecar: a checkpoint counts once Ray has registered it (with S3
@@ -103,13 +103,13 @@ def grid_sweep(labelled_run, fr_run, s3_server, proxy, tmp_path_factory):
     with _sweep(spec, logs[1], through_faults) as proc:
         assert proc.wait(timeout=900) == 0, logs[1].read_text()[-3000:]
     faults = sum(proxy.figures()["faults"].values()) - faults_before
-    return home, home.join("summary.json").read_json(), before, [p.read_text() for p in logs], spec, faults
+    return home, home.join("_summary.json").read_json(), before, [p.read_text() for p in logs], spec, faults
 
 
 def test_a_grid_sweep_runs_every_trial_and_registers_the_one_with_the_lowest_metric(grid_sweep):
     home, summary, *_ = grid_sweep
     table = _table(home)
-    assert summary["trials"] == len(table) == 4 and summary["completed"] == 4
+    assert summary["counts"]["trials"] == len(table) == 4 and summary["counts"]["completed"] == 4
     assert sorted((r["data.label"], float(r["data.misalignment"])) for r in table) == sorted(
         (p["data.label"], p["data.misalignment"]) for p in GRID)
     lowest = min(table, key=lambda r: float(r["metric"]))
@@ -143,7 +143,7 @@ def test_a_killed_sweep_started_again_keeps_its_finished_trials(grid_sweep):
     assert faults > 0  # its state, checkpoints and results were written through injected S3 faults
     assert len(before) >= 2 and "continuing" in second
     for trial, (mtime, data) in before.items():  # finished trials were not trained again
-        summary_file = home.join("trials", trial, "summary.json")
+        summary_file = home.join("trials", trial, "_summary.json")
         assert (_mtime(summary_file), summary_file.read_bytes()) == (mtime, data)
     assert len({f.parent().name for f in home.join("trials").list_files("config.json")}) == 4
     # the trial interrupted by the kill continued its distill run from its checkpoint
@@ -173,9 +173,9 @@ def test_early_stopping_reports_a_stopped_trial_as_stopped(labelled_run, fr_run,
     with _sweep(spec, tmp_path / "asha.log") as proc:
         assert proc.wait(timeout=600) == 0, (tmp_path / "asha.log").read_text()[-3000:]
     home = resolve(str(tmp_path / "sweeps" / "asha"))
-    summary = home.join("summary.json").read_json()
+    summary = home.join("_summary.json").read_json()
     table = {r["objective.label_scaling"]: r for r in _table(home)}
-    assert (summary["completed"], summary["stopped"], summary["failed"]) == (1, 1, 0)
+    assert (summary["counts"]["completed"], summary["counts"]["stopped"], summary["counts"]["failed"]) == (1, 1, 0)
     assert table["none"]["status"] == "stopped" and table["none"]["validations"] == "1"
     assert float(table["none"]["metric"]) > 10 * float(table["standardize"]["metric"])
     assert table["standardize"]["status"] == "completed" and table["standardize"]["steps"] == "14"

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from aikd.config.common import TeacherName
+from aikd.config.common import Resources, TeacherName
 from aikd.config.jobspec import EmbeddedDefault, JobSpec
 from aikd.distill.metrics import DIRECTION, PAUC, selectable
 from aikd.spec import PLAIN_NAME, PLAIN_NAME_FORM, Frozen, PlainName
@@ -55,6 +55,13 @@ class ExperimentConfig(JobSpec):
     fmr: list[float] = Field(default_factory=lambda: [1e-3, 1e-2])
     non_mated: int = Field(200_000, ge=1)
     ci_resamples: int = Field(1000, ge=100)
+    resources: Resources = Field(Resources(workers=2, cpus_per_worker=0.5), description="the evaluation's actors "
+                                 "(each distill run has the embedded default's resources)")
+
+    @property
+    def bootstrap(self) -> EmbeddedDefault:
+        """The inputs the job shell builds before the experiment: the embedded default's."""
+        return self.default
 
     @model_validator(mode="after")
     def _teachers_are_labelled(self) -> ExperimentConfig:

@@ -27,7 +27,9 @@ class FRTrainConfig(JobSpec):
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    max_failures: int = Field(2, ge=0, description="worker failures survived (training restarts from its start)")
+    max_failures: int = Field(2, ge=0, description="worker failures survived (training resumes from its checkpoint)")
+    checkpoint_every: int = Field(100, ge=1, description="optimizer steps between checkpoints (a rerun resumes from "
+                                  "the latest)")
     log_every: int = Field(20, ge=1, description="steps between progress lines")
     seed: int = 0
     register: RegisterConfig | None = Field(None, description="register the trained backbone in MLflow")

@@ -19,7 +19,7 @@ from aikd.errors import AikdError
 from aikd.storage import Location, StorageError, resolve
 
 REJECTS_FILE = "_rejects.parquet"
-SUMMARY_FILE = "_summary.json"
+SUMMARY_FILE = "_summary.json"  # every job's and every shard writer's summary
 DEFAULT_ROWS_PER_SHARD = 2000
 ROW_GROUP_ROWS = 256  # the pipeline's unit of work: small enough to balance across workers
 

@@ -2,25 +2,26 @@
 
 Per micro-batch: embed the aligned view with the target (no gradient), run the student
 on the misaligned view, AI-KD loss, backward, step. Per optimizer step: the reference's
-sine warm-up. Every ``val_every`` of an epoch after the pretrain phase: update the EMA
-of the weights, validate it (quality loss, Spearman and, with the frozen FR backbone's
-comparisons, the EDC pAUC per view), keep the best EMA weights, and hand the result to
-``on_validation`` (the Ray worker reports and checkpoints there).
+sine warm-up (a torch LambdaLR at the loop's step count). Every ``val_every`` of an epoch
+after the pretrain phase: update the EMA of the weights, validate it (quality loss,
+Spearman and, with the frozen FR backbone's comparisons, the EDC pAUC per view), keep the
+best EMA weights, and hand the result to ``on_validation`` (the Ray worker reports and
+checkpoints there).
 """
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from aikd.config import DistillConfig
 from aikd.distill.objective import aikd_loss, quality_loss
-from aikd.distill.params import warmup_factor
+from aikd.distill.params import warmup_schedule
 from aikd.distill.strategy import Strategy
 from aikd.distill.val_pauc import Comparisons, comparisons, pauc_metrics
 from aikd.errors import ConfigError
@@ -90,24 +91,40 @@ class Plan:
                    max(int(round(o.val_every * epoch)), 1), *label_stats)
 
 
-class EMA:
-    """Exponential moving average of the student's weights: new = w * old + (1 - w) * current."""
-
-    def __init__(self, module: nn.Module, old_weight: float):
-        self.model = copy.deepcopy(module).float().eval()
-        for p in self.model.parameters():
-            p.requires_grad = False
-        self.w = old_weight
+def ema_update(old_weight: float):
+    """torch's EMA step (new = w * old + (1 - w) * current) for float tensors; integer buffers (BatchNorm's
+    ``num_batches_tracked``) take the current count, which an average would truncate."""
+    ema = get_ema_multi_avg_fn(old_weight)
 
     @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
+        # the average is float32; a bf16 or fp16 engine hands its own dtype, which lerp refuses
+        current = [c.to(a.dtype) for a, c in zip(averaged, current, strict=True)]
+        if averaged[0].is_floating_point():
+            ema(averaged, current, n_averaged)
+        else:
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(c)
+
+    return update
+
+
+class EMA:
+    """Exponential moving average of the student's weights and buffers (BatchNorm statistics included):
+    new = w * old + (1 - w) * current, in float32, starting from a copy of the student."""
+
+    def __init__(self, module: nn.Module, old_weight: float):
+        self.averaged = AveragedModel(module, multi_avg_fn=ema_update(old_weight), use_buffers=True)
+        self.averaged.module.float().eval().requires_grad_(False)
+        self.averaged.update_parameters(module)  # the first update copies: the average starts at the student
+
+    @property
+    def model(self) -> nn.Module:
+        """The averaged student, validated and saved as best/: its state dict has the student's keys."""
+        return self.averaged.module
+
     def update(self, module: nn.Module) -> None:
-        current = module.state_dict()
-        for name, value in self.model.state_dict().items():
-            src = current[name].to(value.device)
-            if value.dtype.is_floating_point:
-                value.mul_(self.w).add_(src.to(value.dtype), alpha=1.0 - self.w)
-            else:
-                value.copy_(src)
+        self.averaged.update_parameters(module)
 
 
 @torch.no_grad()
@@ -206,7 +223,7 @@ class Distiller:
         cfg, strategy, plan = self.cfg, self.strategy, self.plan
         if state.step == 0 and not state.history:
             self.validation(state, initial=True)  # the initial head: what training must beat
-        strategy.set_lr_factor(warmup_factor(state.step, plan.warmup_steps))
+        schedule = warmup_schedule(strategy.torch_optimizer, plan.warmup_steps, state.step)
         strategy.model.train()
         self.start, self.seen, self.data_wait = time.perf_counter(), 0, 0.0
         parts_sum, micro = {}, 0
@@ -236,7 +253,7 @@ class Distiller:
             if not stepped:
                 continue
             state.step += 1
-            strategy.set_lr_factor(warmup_factor(state.step, plan.warmup_steps))
+            schedule.step()
             if state.step % cfg.log_every == 0:
                 now = time.perf_counter()
                 if strategy.is_rank0:  # the rate of this window: what the run does now, not since it began

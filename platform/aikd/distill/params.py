@@ -1,10 +1,13 @@
-"""Which student parameters train, and with which optimiser settings (the reference's two groups)."""
+"""Which student parameters train, and with which optimiser settings (the reference's two groups and warm-up)."""
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
+import torch
 import torch.nn as nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from aikd.config import OptimConfig
 
@@ -23,14 +26,18 @@ def trainable_backbone_tensors(backbone: nn.Module, k: int) -> list[str]:
 
 
 def param_groups(student: nn.Module, cfg: OptimConfig) -> list[dict]:
-    """SGD groups: the quality head, and the last K backbone tensors. Changes nothing on ``student``."""
+    """SGD groups: the quality head, and the last K backbone tensors. Changes nothing on ``student``.
+
+    Each group carries its configured rate as ``initial_lr``, the base torch's schedulers scale:
+    a schedule built at a resumed step then needs no scheduler state from the checkpoint.
+    """
     chosen = set(trainable_backbone_tensors(student.feature_extractor, cfg.train_last_k))
     backbone = [p for name, p in student.feature_extractor.named_parameters() if name in chosen]
     groups = [{"params": list(student.quality_head.parameters()), "lr": cfg.head_lr, "momentum": cfg.head_momentum,
-               "weight_decay": cfg.weight_decay, "name": "head", "base_lr": cfg.head_lr}]
+               "weight_decay": cfg.weight_decay, "name": "head", "initial_lr": cfg.head_lr}]
     if backbone:
         groups.append({"params": backbone, "lr": cfg.backbone_lr, "momentum": cfg.backbone_momentum,
-                       "weight_decay": cfg.weight_decay, "name": "backbone", "base_lr": cfg.backbone_lr})
+                       "weight_decay": cfg.weight_decay, "name": "backbone", "initial_lr": cfg.backbone_lr})
     return groups
 
 
@@ -46,3 +53,13 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     if warmup_steps <= 0 or step >= warmup_steps:
         return 1.0
     return math.sin(step / warmup_steps * math.pi / 2)
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, step: int = 0) -> LambdaLR:
+    """The sine warm-up as a torch scheduler: each group's rate is ``initial_lr * warmup_factor(step)``.
+
+    Built at ``step`` (0, or the step a run resumes at), it sets the rate of that optimizer step at once;
+    call its ``step()`` after each optimizer step. Its position is the loop's step count, so a resumed
+    run needs only the groups' ``initial_lr``, whether or not the optimizer state was restored.
+    """
+    return LambdaLR(optimizer, partial(warmup_factor, warmup_steps=warmup_steps), last_epoch=step - 1)

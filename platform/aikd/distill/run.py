@@ -2,8 +2,8 @@
 
 A run lives at ``<storage>/<name>/``: Ray Train's own files and checkpoints (the newest
 ``keep_checkpoints``), the resolved ``config.json``, the best EMA student in ``best/``
-(safetensors + card, rewritten whenever validation improves) and, when it ends,
-``summary.json``. The run is also an MLflow run (docs/tracking.md): rank 0 logs every
+(safetensors + card + the spec, rewritten whenever validation improves) and, when it
+ends, ``_summary.json``. The run is also an MLflow run (docs/tracking.md): rank 0 logs every
 validation by step, and with ``register:`` the best student becomes a new version of a
 registered model (safetensors + card + spec + ONNX) whose aliases move to it.
 
@@ -30,13 +30,14 @@ from aikd.data.split import held_out
 from aikd.distill.loop import Plan
 from aikd.distill.worker import BEST, SIDECAR, student_input_size, train_loop
 from aikd.errors import AikdError
-from aikd.job import SUMMARY_FILE, finish, fit, latest_checkpoint, read_json
+from aikd.job import Job, Outcome, Shape, count_reasons, run_job
+from aikd.jobs import JobKind
 from aikd.models.weights import CARD_FILE, read_card
 from aikd.redact import redact
-from aikd.registry import register, resolve_models
-from aikd.runtime import ensure_ray
+from aikd.registry import register
 from aikd.storage import Location, resolve
-from aikd.tracking import Tracker, job_run
+from aikd.tracking import Tracker
+from aikd.training import fit, latest_checkpoint, read_json
 
 CONFIG_FILE = "config.json"
 
@@ -127,30 +128,25 @@ def run_distill(cfg: DistillConfig, *, shared: SharedWork | None = None, callbac
                 tags: dict | None = None) -> dict:
     """The distillation job. A sweep's trial passes the work its trials share, the Ray Train
     callback that hands reports to Tune, and the tags naming its sweep."""
-    ensure_ray()
-    if cfg.bootstrap is not None:
-        from aikd.defaults import ensure_default_inputs
-
-        ensure_default_inputs(cfg.bootstrap, upto="distill")
     run = resolve(cfg.storage).join(cfg.name)
-    cfg, models = resolve_models(cfg, run)
-    with job_run(cfg, cfg.name, inputs={"shards": cfg.data.shards, "student": cfg.student.weights},
-                 outputs={"run": run.uri}, resume_under=run, tags=tags) as tracker:
-        summary = _distill(cfg, run, tracker, shared, callbacks) | {
-            "models": models, "mlflow_run": tracker.run_id if tracker else None}
-        if cfg.register is not None and summary["student"] is not None:
-            summary["registered"] = register_student(cfg, run, tracker, summary)
-            print(f"distill: registered {summary['registered']['uri']} "
-                  f"(aliases: {', '.join(cfg.register.aliases) or 'none'})", flush=True)
-        finish(run, summary)
-        if tracker is not None:
-            tracker.log_outputs(run, [SUMMARY_FILE, CONFIG_FILE])
-    return summary
+    shape = Shape(run, cfg.name, inputs={"shards": cfg.data.shards, "student": cfg.student.weights},
+                  outputs={"run": run.uri}, rerun="resume", tags=tags)
+    return run_job(cfg, shape, lambda job: _work(job, shared, callbacks))
+
+
+def _work(job: Job, shared: SharedWork | None, callbacks: list | None) -> Outcome:
+    cfg, run = job.cfg, job.out
+    fields, rejected, rejects = _distill(cfg, run, job.tracker, shared, callbacks)
+    if cfg.register is not None and fields["student"] is not None:
+        fields["registered"] = register_student(cfg, run, job.tracker, fields | {"models": job.models})
+        job.log(f"registered {fields['registered']['uri']} (aliases: {', '.join(cfg.register.aliases) or 'none'})")
+    counts = {"steps": fields["steps"], "consumed": fields["consumed"]} | rejected
+    return Outcome(counts=counts, rejects=rejects, fields=fields, files=[CONFIG_FILE])
 
 
 def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None, shared: SharedWork | None = None,
-             callbacks: list | None = None) -> dict:
-    """The Ray Train run itself: data plan, resume, fit; its summary."""
+             callbacks: list | None = None) -> tuple[dict, dict, dict]:
+    """The Ray Train run itself: data plan, resume, fit; its summary fields, reject counts and reasons."""
     cfg.data.require_input_size(student_input_size(cfg), "the student")
     digest = config_hash(cfg)
     latest = latest_checkpoint(run)
@@ -179,8 +175,10 @@ def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None, shared:
 
     final = read_json(result.checkpoint, SIDECAR)
     best = run.join(BEST)
+    # the validation rows counted are those read (at most val_limit are)
+    train_rejects, val_rejects = train.rejects(), val.rejects()  # validation: of the rows read (val_limit)
+    counts = {"rejected_train_rows": len(train_rejects), "rejected_val_rows": len(val_rejects)}
     return {
-        "job": "distill",
         "run": run.uri,
         "student": best.uri if best.join(CARD_FILE).exists() else None,
         "steps": final.get("step"),
@@ -189,6 +187,7 @@ def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None, shared:
         "selected_by": cfg.validation.select,
         f"best_{cfg.validation.select}": final.get("best_val"),
         "history": final.get("history", []),
-        "rejected_train_rows": len(train.rejects()),
-        "rejected_val_rows": len(val.rejects()),  # of the validation rows read (at most val_limit are)
-    }
+    }, counts, count_reasons(train_rejects + val_rejects)
+
+
+JOB = JobKind("distill", DistillConfig, run_distill)

@@ -1,8 +1,8 @@
 """Everything engine-specific behind one small object (OpenRLHF's habit).
 
-The distillation loop calls ``forward``, ``backward``, ``step``, ``set_lr_factor``,
-``save``/``load`` and never imports DeepSpeed, so a plain-DDP strategy replaces the
-DeepSpeed one by a config switch.
+The distillation loop calls ``forward``, ``backward``, ``step``, ``save``/``load`` and
+schedules the learning rate on ``torch_optimizer``; it never imports DeepSpeed, so a
+plain-DDP strategy replaces the DeepSpeed one by a config switch.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class Strategy(abc.ABC):
         self.rank, self.world_size = world()
         self.model: nn.Module | None = None  # what forward runs (possibly wrapped)
         self.module: nn.Module | None = None  # the bare student
+        # the torch optimizer whose groups' "lr" the step uses (DeepSpeed's engine wraps it): schedulers act on it
+        self.torch_optimizer: torch.optim.Optimizer | None = None
 
     @property
     def is_rank0(self) -> bool:
@@ -64,13 +66,6 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def step(self) -> bool:
         """Advance one micro-step; True when an optimizer step happened."""
-
-    @abc.abstractmethod
-    def param_groups(self) -> list[dict]: ...
-
-    def set_lr_factor(self, factor: float) -> None:
-        for group in self.param_groups():
-            group["lr"] = group["base_lr"] * factor
 
     @abc.abstractmethod
     def save(self, directory: str) -> None:
@@ -117,8 +112,10 @@ class DeepSpeedStrategy(Strategy):
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed
 
-        optimizer = torch.optim.SGD(groups, lr=groups[0]["lr"])
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=student, optimizer=optimizer,
+        # the schedule stays on this optimizer, stepped by the loop with its step count: handed to DeepSpeed,
+        # it would skip the steps an fp16 overflow skips, and its state would be lost on a module-only load
+        self.torch_optimizer = torch.optim.SGD(groups, lr=groups[0]["lr"])
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=student, optimizer=self.torch_optimizer,
                                                                  config=self.ds_config())
         self.model = self.engine
         self.module = self.engine.module
@@ -133,9 +130,6 @@ class DeepSpeedStrategy(Strategy):
         boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.step()
         return boundary
-
-    def param_groups(self) -> list[dict]:
-        return self.optimizer.param_groups
 
     def save(self, directory: str) -> None:
         self.engine.save_checkpoint(directory, tag=DS_TAG)
@@ -155,7 +149,7 @@ class DDPStrategy(Strategy):
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(student, device_ids=ids)
-        self.optimizer = torch.optim.SGD(groups, lr=groups[0]["lr"])
+        self.optimizer = self.torch_optimizer = torch.optim.SGD(groups, lr=groups[0]["lr"])
         self.micro = 0
 
     def forward(self, x: torch.Tensor):
@@ -174,9 +168,6 @@ class DDPStrategy(Strategy):
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return True
-
-    def param_groups(self) -> list[dict]:
-        return self.optimizer.param_groups
 
     def save(self, directory: str) -> None:
         if self.is_rank0:

@@ -26,7 +26,7 @@ from aikd.distill.loop import EMA, Distiller, Plan, TrainState, rows_to_skip
 from aikd.distill.params import param_groups
 from aikd.distill.strategy import Strategy, create_strategy
 from aikd.errors import ConfigError
-from aikd.models import create_model
+from aikd.models import resolve_model_info
 from aikd.models.student import Student, create_student
 from aikd.models.weights import CARD_FILE, card_for, load_backbone, load_model, read_card, save_model
 from aikd.redact import redact_text
@@ -43,12 +43,12 @@ def _model_dir(cfg: DistillConfig) -> bool:
 
 
 def student_input_size(cfg: DistillConfig) -> int:
-    """The side of the student's input, from its card (or its registry entry for a bare weights file)."""
+    """The side of the student's input, from its card (or its registry entry for a bare weights file): nothing built."""
     if _model_dir(cfg):
         return read_card(cfg.student.weights).input_size
     if cfg.student.backbone is None:
         raise ConfigError(f"{cfg.student.weights} is a bare weights file: set student.backbone to its architecture")
-    return create_model(cfg.student.backbone, **cfg.student.backbone_args).input_size
+    return resolve_model_info(cfg.student.backbone, **cfg.student.backbone_args).input_size
 
 
 def build_student(cfg: DistillConfig) -> Student:
@@ -144,7 +144,8 @@ def save_best(cfg: DistillConfig, run: str, ema: EMA, state: TrainState, metrics
                "step": state.step, "metrics": metrics,
                # the head predicts (label - mean) / std: this maps scores back to the teacher's scale
                "label_scaling": {"mean": plan.label_mean, "std": plan.label_std}}
-    save_model(ema.model, resolve(run).join(BEST).uri, card_for(ema.model, "student", lineage))
+    save_model(ema.model, resolve(run).join(BEST).uri, card_for(ema.model, "student", lineage),
+               spec=cfg.model_dump(mode="json"))
 
 
 def report_and_checkpoint(cfg: DistillConfig, strategy: Strategy, config_hash: str, plan: Plan, run: str,

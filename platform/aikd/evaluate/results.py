@@ -16,6 +16,7 @@ from aikd.evaluate.bootstrap import Bootstrap, differences, interval
 from aikd.evaluate.edc import EDC, edc_fixed, edc_reestimated, pair_qualities, pauc
 from aikd.evaluate.pairs import Pairs, build_pairs, comparison_scores, read_pairs
 from aikd.evaluate.ranks import spearman
+from aikd.job import count_reasons
 
 
 def edc_for(cfg: EvaluateConfig, scores: np.ndarray, quality: np.ndarray, pairs: Pairs, fmr: float) -> EDC:
@@ -76,11 +77,7 @@ def evaluate(cfg: EvaluateConfig, faces: dict[str, np.ndarray], samples: dict | 
 
 
 def reject_counts(faces: dict[str, np.ndarray], rejects: list[tuple[str, str]]) -> dict:
-    """Rows read, faces used, rows rejected and the count per reason (the text before any ' (')."""
-    reasons: dict[str, int] = {}
-    for _, why in rejects:
-        key = why.split(" (")[0]
-        reasons[key] = reasons.get(key, 0) + 1
+    """Rows read, faces used, rows rejected and the count per reason."""
     used = int(len(faces["image_id"]))
-    return {"rows": used + len(rejects), "faces": used, "rejected": len(rejects), "reject_reasons": reasons}
-
+    return {"rows": used + len(rejects), "faces": used, "rejected": len(rejects),
+            "reject_reasons": count_reasons(rejects)}

@@ -18,11 +18,11 @@ from aikd.data.shards import write_rejects
 from aikd.evaluate.report import write_report
 from aikd.evaluate.results import evaluate, reject_counts
 from aikd.evaluate.scoring import score_faces
-from aikd.job import SUMMARY_FILE, finish
-from aikd.registry import resolve_models, tag_version
-from aikd.runtime import ensure_ray
+from aikd.job import Job, Outcome, Shape, run_job
+from aikd.jobs import JobKind
+from aikd.registry import tag_version
 from aikd.storage import resolve
-from aikd.tracking import Tracker, job_run, metric_key, tracking_uri
+from aikd.tracking import Tracker, metric_key, tracking_uri
 
 
 def pauc_metrics(results: dict, limits: list[float]) -> dict[str, float]:
@@ -61,30 +61,30 @@ def run_evaluate(cfg: EvaluateConfig, samples: dict | None = None) -> dict:
     Rerun contract: recompute. Scoring every face under every condition is the job's
     whole cost and its inputs (models, faces) may have changed, so a rerun scores again
     and overwrites the report (and records a new MLflow run); nothing partial is kept
-    between runs.
+    between runs. ``samples``, when given, receives each pAUC per bootstrap resample
+    (an experiment compares its students over seeds on them).
     """
-    ensure_ray()
     out = resolve(cfg.out)
-    cfg, models = resolve_models(cfg, out)
-    with job_run(cfg, out.name, inputs={"shards": cfg.shards, "fr_model": cfg.fr_model},
-                 outputs={"report": out.uri}) as tracker:
-        faces, rejects = score_faces(cfg)
-        results, curves = evaluate(cfg, faces, samples)
-        results |= reject_counts(faces, rejects)
-        write_rejects(out.uri, rejects)
-        results["registered_models"] = [{k: m[k] for k in ("field", "uri", "resolved_uri")} for m in models]
-        written = write_report(cfg, results, curves)
-        summary = finish(out, {
-            "job": "evaluate", "report": written["report"], "faces": results["faces"],
-            **{k: results[k] for k in ("rows", "rejected", "reject_reasons")},
-            "mated_pairs": results["mated_pairs"], "non_mated_pairs": results["non_mated_pairs"],
-            "pauc": results["pauc"], "invariance": results["invariance"], "bootstrap": results.get("bootstrap"),
-            "differences": results["differences"], "table": written["table"],
-            "models": models, "mlflow_run": tracker.run_id if tracker else None})
-        if tracker is not None:
-            tracker.log_metrics(pauc_metrics(results, cfg.pauc_limits))
-            names = [SUMMARY_FILE, "report.json", "pauc.md", "index.html"] + [u.rsplit("/", 1)[-1]
-                                                                               for u in written["images"]]
-            tracker.log_outputs(out, names, "report")
-        tag_evaluated_versions(cfg, models, results, tracker)
-    return summary
+    shape = Shape(out, out.name, inputs={"shards": cfg.shards, "fr_model": cfg.fr_model},
+                  outputs={"report": out.uri}, rerun="recompute")
+    return run_job(cfg, shape, lambda job: _work(job, samples))
+
+
+def _work(job: Job, samples: dict | None) -> Outcome:
+    cfg, out = job.cfg, job.out
+    faces, rejects = score_faces(cfg)
+    results, curves = evaluate(cfg, faces, samples)
+    results |= reject_counts(faces, rejects)
+    write_rejects(out.uri, rejects)
+    results["registered_models"] = [{k: m[k] for k in ("field", "uri", "resolved_uri")} for m in job.models]
+    written = write_report(cfg, results, curves)
+    tag_evaluated_versions(cfg, job.models, results, job.tracker)
+    counts = {k: results[k] for k in ("rows", "faces", "rejected", "mated_pairs", "non_mated_pairs")}
+    fields = {"report": written["report"], "table": written["table"], "bootstrap": results.get("bootstrap")}
+    fields |= {k: results[k] for k in ("pauc", "invariance", "differences")}
+    files = ["report.json", "pauc.md", "index.html"] + [u.rsplit("/", 1)[-1] for u in written["images"]]
+    return Outcome(counts=counts, rejects=results["reject_reasons"], fields=fields,
+                   metrics=pauc_metrics(results, cfg.pauc_limits), files=files, artifact_path="report")
+
+
+JOB = JobKind("evaluate", EvaluateConfig, run_evaluate)

@@ -62,7 +62,16 @@ class ArcFace(MarginHead):
 HEADS = {"cosface": CosFace, "arcface": ArcFace}
 
 
-def create_head(name: str, embedding_dim: int, num_classes: int, **overrides) -> MarginHead:
+def list_heads() -> list[str]:
+    return sorted(HEADS)
+
+
+def head_class(name: str) -> type[MarginHead]:
     if name not in HEADS:
-        raise ComponentError(f"unknown margin head {name!r}; valid: {', '.join(sorted(HEADS))}")
-    return HEADS[name](embedding_dim, num_classes, **{k: v for k, v in overrides.items() if v is not None})
+        raise ComponentError(f"unknown margin head {name!r}; valid: {', '.join(list_heads())}")
+    return HEADS[name]
+
+
+def create_head(name: str, embedding_dim: int, num_classes: int, **overrides) -> MarginHead:
+    """A head on the backbone's embeddings (its ModelInfo.embedding_dim); overrides that are None are dropped."""
+    return head_class(name)(embedding_dim, num_classes, **{k: v for k, v in overrides.items() if v is not None})

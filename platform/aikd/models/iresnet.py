@@ -91,37 +91,26 @@ class IResNet(nn.Module):
         return self.head(self.trunk(x))
 
 
-def _create_iresnet(layers, width: float = 1.0, input_size: int = 112, num_features: int = 512,
-                    dropout: float = 0.0) -> IResNet:
-    widths = tuple(max(int(round(w * width)), 4) for w in BASE_WIDTHS)
-    return IResNet(layers, widths, num_features=num_features, input_size=input_size, dropout=dropout)
+def _register(info: ModelInfo, layers: tuple[int, int, int, int], width: float = 1.0):
+    """One entrypoint per variant. Its size defaults are its ModelInfo's, so the entry's metadata is what it
+    builds; the arguments are named (no ``**kw``) so the registry can list and check them."""
+
+    def entry(width: float = width, input_size: int = info.input_size, num_features: int = info.embedding_dim,
+              dropout: float = 0.0) -> IResNet:
+        widths = tuple(max(int(round(w * width)), 4) for w in BASE_WIDTHS)
+        return IResNet(layers, widths, num_features=num_features, input_size=input_size, dropout=dropout)
+
+    entry.__name__ = entry.__qualname__ = info.name
+    return register_model(info)(entry)
 
 
-def _register_depth(depth: int) -> None:
-    info = ModelInfo(f"iresnet{depth}", description=f"arcface_torch IResNet-{depth}")
+for _depth, _layers in DEPTHS.items():
+    _register(ModelInfo(f"iresnet{_depth}", description=f"arcface_torch IResNet-{_depth}"), _layers)
 
-    @register_model(info)
-    def entry(**kw) -> IResNet:
-        return _create_iresnet(DEPTHS[depth], **kw)
-
-    entry.__name__ = info.name
-
-
-for _depth in DEPTHS:
-    _register_depth(_depth)
-
-
-@register_model(ModelInfo("iresnet_tiny", input_size=64,
-                          description="one block per stage, widths 16/32/64/128: CPU tests and the default"))
-def iresnet_tiny(**kw) -> IResNet:
-    kw.setdefault("input_size", 64)
-    kw.setdefault("width", 0.25)
-    return _create_iresnet((1, 1, 1, 1), **kw)
-
-
-@register_model(ModelInfo("iresnet_small", input_size=64,
-                          description="blocks 1/2/2/1, widths 32/64/128/256: a stronger CPU model"))
-def iresnet_small(**kw) -> IResNet:
-    kw.setdefault("input_size", 64)
-    kw.setdefault("width", 0.5)
-    return _create_iresnet((1, 2, 2, 1), **kw)
+iresnet_tiny = _register(
+    ModelInfo("iresnet_tiny", input_size=64,
+              description="one block per stage, widths 16/32/64/128: CPU tests and the default"),
+    (1, 1, 1, 1), width=0.25)
+iresnet_small = _register(
+    ModelInfo("iresnet_small", input_size=64, description="blocks 1/2/2/1, widths 32/64/128/256: a stronger CPU model"),
+    (1, 2, 2, 1), width=0.5)

@@ -24,6 +24,7 @@ from aikd.models.transforms import Preprocess
 from aikd.storage import resolve
 
 WEIGHTS_FILE = "model.safetensors"
+SPEC_FILE = "spec.yaml"  # the resolved job spec that made the model
 CARD_FILE = "card.json"
 WRAPPER_PREFIXES = ("module.", "backbone.", "feature_extractor.")
 EXTRA_PREFIX = "extra."  # tensors stored beside the network (e.g. class centres), not part of it
@@ -86,11 +87,14 @@ def build(card: ModelCard) -> nn.Module:
     return model
 
 
-def save_model(model: nn.Module, uri: str, card: ModelCard, extra: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``model.safetensors`` (+ ``extra`` tensors, e.g. class centres) and ``card.json``.
+def save_model(model: nn.Module, uri: str, card: ModelCard, extra: dict[str, torch.Tensor] | None = None,
+               spec: dict | None = None) -> None:
+    """Write ``model.safetensors`` (+ ``extra`` tensors, e.g. class centres), ``spec.yaml`` and ``card.json``.
 
-    The card goes first out and last in, so a directory with a card always holds the
-    weights it describes, even when a crash hits an overwrite (e.g. a run's best student).
+    ``spec``: the resolved job spec that made the model, kept beside it (credentials
+    masked) so a model directory says how to make it again. The card goes first out and
+    last in, so a directory with a card always holds the weights it describes, even when
+    a crash hits an overwrite (e.g. a run's best student).
     """
     root = resolve(uri)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -99,6 +103,12 @@ def save_model(model: nn.Module, uri: str, card: ModelCard, extra: dict[str, tor
     if root.join(CARD_FILE).exists():
         root.fs.delete_file(root.join(CARD_FILE).path)
     root.join(WEIGHTS_FILE).write_bytes(save_safetensors(tensors, metadata={"kind": card.kind}))
+    if spec is not None:
+        import yaml
+
+        from aikd.redact import redact
+
+        root.join(SPEC_FILE).write_text(yaml.safe_dump(redact(spec), sort_keys=False))
     root.join(CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n")
 
 

@@ -1,8 +1,16 @@
-"""The two actor stages of a scoring job: faces to crops (CPU), crops to qualities (the models).
+"""The two actor stages that score faces, for the scoring job and the evaluation alike.
 
-Each face is read, decoded and warped once per input size the models take; every model
-of that size scores the same crop. A face that cannot be scored keeps its row with a
-reason (and a blank crop), so the driver counts rows in = rows scored + rejects.
+    Aligner: a work unit's faces read, decoded once and warped once per view and input
+             size (CPU) -> crop columns, with a reason for each face that cannot be used
+    Scorer:  every quality model (students through torch or ONNX Runtime, teachers by
+             name) and, for an evaluation, the FR model, on each view's crops
+             -> ``q__<model>[__<view>]`` and ``emb__<view>`` columns
+
+A face that cannot be scored keeps its row with a reason (and blank crops, NaN scores),
+so a job counts rows in = rows scored + rejects. Scoring runs the stages as two pools
+(:func:`aikd.actor_pool.then_actors`); evaluation runs both in one actor
+(:class:`AlignAndScore`) on its one pool. What each job asks of them (views, models,
+backend) is read from its spec by :mod:`aikd.score.setup`.
 """
 
 from __future__ import annotations
@@ -13,75 +21,73 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from aikd.align import box_matrix, box_reason, degenerate_reason, similarity_batch, template, warp_rgb
-from aikd.config import ScoreConfig
+from aikd.align import warp_rgb
+from aikd.config import EvaluateConfig, ScoreConfig
 from aikd.data.pipeline import decode_image
-from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS
+from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
+from aikd.data.split import stable_hash
 from aikd.errors import AikdError
 from aikd.models.weights import export_onnx, load_model, preprocess_of
 from aikd.registry import ONNX_FILE
 from aikd.runtime import actor_device
-from aikd.score.inputs import read_unit
+from aikd.score.inputs import ORDER, read_unit
+from aikd.score.setup import ModelSource, backend_for, model_sources, settings_of
+from aikd.score.views import (
+    View,
+    crop_column,
+    embedding_column,
+    is_crop_column,
+    quality_column,
+    reject_reason,
+    view_matrices,
+    views_of,
+)
 from aikd.storage import Location, resolve
+from aikd.teachers import TeacherBatch, create_teacher
+
+__all__ = ["AlignAndScore", "Aligner", "Scorer", "backend_for", "crop_column"]
 
 
-def crop_column(size: int) -> str:
-    return f"crop_{size}"
-
-
-def _matrix(cfg: ScoreConfig, image: np.ndarray, bbox, size: int) -> np.ndarray:
-    """One face's warp when it has no landmarks: its box, or the whole (pre-aligned) image."""
-    if cfg.alignment == "box":
-        return box_matrix(np.asarray(bbox, np.float64), size, cfg.box_margin)
-    h, w = image.shape[:2]  # a pre-aligned crop: resized to the model's input
-    return np.array([[size / w, 0.0, 0.0], [0.0, size / h, 0.0]])
-
-
-def _why_not(cfg: ScoreConfig, image: np.ndarray | None, landmarks: np.ndarray, bbox, reason: str) -> str:
-    """'' if the face can be aligned as the spec says, else the reason (``reason``: why it was not decoded)."""
-    if reason:
-        return reason
-    if image is None:
-        return "undecodable image"
-    if cfg.alignment == "landmarks":
-        return degenerate_reason(landmarks[None], np.array([[image.shape[1], image.shape[0]]]))[0] or ""
-    if cfg.alignment == "box":
-        return box_reason(bbox)
-    return ""
+def align_faces(faces: dict, views: list[View], sizes: list[int]) -> dict:
+    """Decode each face once and warp it under every view at every size; a reason where it cannot be."""
+    # a face already rejected (unreadable, a duplicate) is not decoded
+    decoded = [decode_image(b) if not why else (None, why) for b, why in zip(faces[IMAGE], faces["reason"],
+                                                                            strict=True)]
+    images = [image for image, _ in decoded]
+    reasons = [reject_reason(views, img, lm, box, why) for (img, why), lm, box in
+               zip(decoded, faces[LANDMARKS], faces[BBOX], strict=True)]
+    ok = [i for i, why in enumerate(reasons) if not why]
+    out = {IMAGE_ID: faces[IMAGE_ID], SUBJECT_ID: faces[SUBJECT_ID], "reason": np.asarray(reasons, dtype=object)}
+    used = [images[i] for i in ok]
+    landmarks, boxes, shapes = faces[LANDMARKS][ok], [faces[BBOX][i] for i in ok], [im.shape for im in used]
+    seeds = {v.seed for v in views if v.kind == "misaligned"}
+    hashes = {seed: stable_hash(faces[IMAGE_ID][ok], seed) for seed in seeds}
+    for view in views:
+        for size in sizes:
+            crops = np.zeros((len(reasons), size, size, 3), np.uint8)
+            if ok:
+                m = view_matrices(view, size, landmarks, boxes, shapes, hashes.get(view.seed))
+                crops[ok] = warp_rgb(used, m, size)
+            out[crop_column(size, view.name)] = crops
+    return out
 
 
 class Aligner:
-    """Actor: one work unit in, its faces as crops (one column per input size) with reasons."""
+    """Actor: one work unit in, its faces as crops (a column per view and input size) with reasons."""
 
-    def __init__(self, cfg: ScoreConfig, sizes: list[int]):
-        cv2.setNumThreads(1)
-        self.cfg, self.sizes = cfg, sorted(set(sizes))
+    def __init__(self, cfg: ScoreConfig | EvaluateConfig, sizes: list[int]):
+        cv2.setNumThreads(1)  # Ray already runs one actor per core
+        self.views, self.sizes = views_of(cfg), sorted(set(sizes))
 
     def __call__(self, items: dict) -> dict:
         unit = {k: v[0] for k, v in items.items()}
         faces = read_unit(unit)
-        # a face already rejected (unreadable, a duplicate) is not decoded
-        decoded = [decode_image(b) if not why else (None, why) for b, why in zip(faces[IMAGE], faces["reason"],
-                                                                                strict=True)]
-        images = [image for image, _ in decoded]
-        reasons = [_why_not(self.cfg, img, lm, box, why) for (img, why), lm, box in
-                   zip(decoded, faces[LANDMARKS], faces[BBOX], strict=True)]
-        ok = [i for i, why in enumerate(reasons) if not why]
-        out = {"file": np.full(len(reasons), unit["file"], dtype=object), IMAGE_ID: faces[IMAGE_ID],
-               "reason": np.asarray(reasons, dtype=object)}
-        for size in self.sizes:
-            crops = np.zeros((len(reasons), size, size, 3), np.uint8)
-            if ok:
-                crops[ok] = warp_rgb([images[i] for i in ok], self.matrices(faces, images, ok, size), size)
-            out[crop_column(size)] = crops
-        return out
-
-
-    def matrices(self, faces: dict, images: list, ok: list[int], size: int) -> np.ndarray:
-        if self.cfg.alignment == "landmarks":  # one batched least-squares fit
-            return similarity_batch(faces[LANDMARKS][ok], template(size))
-        return np.stack([_matrix(self.cfg, images[i], faces[BBOX][i], size) for i in ok])
+        out = align_faces(faces, self.views, self.sizes)
+        n = len(out["reason"])
+        return {"file": np.full(n, unit.get("file", ""), dtype=object),
+                ORDER: int(unit.get("start", 0)) + np.arange(n, dtype=np.int64)} | out
 
 
 class _TorchQuality:
@@ -90,7 +96,7 @@ class _TorchQuality:
         self.preprocess = preprocess_of(model)
 
     @torch.no_grad()
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
+    def __call__(self, crops: np.ndarray, ids, subjects) -> np.ndarray:
         return self.model(self.preprocess(crops, self.device))[1].float().cpu().numpy().reshape(-1)
 
 
@@ -111,46 +117,107 @@ class _OnnxQuality:
             export_onnx(model, path)
             self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
+    def __call__(self, crops: np.ndarray, ids, subjects) -> np.ndarray:
         x = self.preprocess(crops).contiguous().numpy()
         return self.session.run(["quality"], {"image": x})[0].reshape(-1)
 
 
-def backend_for(cfg: ScoreConfig, device: torch.device) -> str:
-    if cfg.backend != "auto":
-        return cfg.backend
-    return "torch" if device.type == "cuda" else "onnx"
+class _TeacherQuality:
+    """A teacher as a quality model: higher is better whatever its own direction."""
+
+    def __init__(self, name: str, options: dict):
+        self.teacher = create_teacher(name, **options)  # on this actor's device
+        self.sign = 1.0 if self.teacher.higher_is_better else -1.0
+
+    def __call__(self, crops: np.ndarray | None, ids, subjects) -> np.ndarray:
+        values = self.teacher.score(TeacherBatch(ids, subjects, crops, {})).values
+        return self.sign * np.asarray(values, np.float32)
+
+
+class _Embedder:
+    """The FR model: unit-length embeddings of the crops it is fed."""
+
+    def __init__(self, uri: str, device: torch.device):
+        model, card = load_model(uri)
+        self.model, self.device, self.preprocess = model.to(device).eval(), device, preprocess_of(model)
+        self.size, self.dim = self.preprocess.input_size, card.embedding_dim
+
+    @torch.no_grad()
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        return F.normalize(self.model(self.preprocess(crops, self.device)).float(), dim=1).cpu().numpy()
+
+
+def quality_model(source: ModelSource, backend: str, threads: int | None, device: torch.device):
+    """(input size, None for a model that reads no images; the callable that scores crops)."""
+    if source.teacher is not None:
+        run = _TeacherQuality(source.teacher, source.options)
+        return (run.teacher.input_size if run.teacher.needs_images else None), run
+    model, card = load_model(source.student)
+    if card.kind != "student":
+        raise AikdError(f"model {source.name}: {source.uri} is a {card.kind}, not a student with a quality head")
+    if backend == "torch":
+        return card.input_size, _TorchQuality(model, device)
+    return card.input_size, _OnnxQuality(model, threads or 1, resolve(source.student).join(ONNX_FILE))
+
+
+def spread(n: int, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` of ``rows`` placed among ``n`` rows, NaN elsewhere (float32)."""
+    values = np.asarray(values, np.float32)
+    out = np.full((n, *values.shape[1:]), np.nan, np.float32)
+    out[rows] = values
+    return out
 
 
 class Scorer:
-    """Actor: every model on the crops of its input size; NaN where the face was rejected."""
+    """Actor: every model on the crops of each view at its input size; NaN where the face was rejected.
 
-    def __init__(self, cfg: ScoreConfig, models: list[dict]):
-        self.cfg, self.device = cfg, actor_device()
-        self.backend = backend_for(cfg, self.device)
+    ``models`` are a scoring job's resolved models (name, files, uri); an evaluation's
+    come from its spec. Every column out but the crops is the column in.
+    """
+
+    def __init__(self, cfg: ScoreConfig | EvaluateConfig, models: list[dict] | None = None):
+        settings = settings_of(cfg)
+        self.device = actor_device()  # the GPU Ray gave this actor, else the CPU
+        self.backend, self.batch_size = backend_for(cfg, self.device), settings.batch_size
         if self.backend == "onnx" and self.device.type == "cuda":
             raise AikdError("backend onnx runs on CPU actors: set backend: torch (or auto) for GPU actors")
-        threads = cfg.scorer_threads
-        if self.device.type == "cpu":
-            torch.set_num_threads(threads)
-        self.models = []
-        for spec in models:
-            model, card = load_model(spec["files"])
-            if card.kind != "student":
-                raise AikdError(f"model {spec['name']}: {spec['uri']} is a {card.kind}, not a student with a "
-                                f"quality head")
-            run = (_TorchQuality(model, self.device) if self.backend == "torch"
-                   else _OnnxQuality(model, threads, resolve(spec["files"]).join(ONNX_FILE)))
-            self.models.append((spec["name"], card.input_size, run))
+        if self.device.type == "cpu" and settings.threads:
+            torch.set_num_threads(settings.threads)
+        self.views = [v.name for v in views_of(cfg)]
+        self.embed = _Embedder(settings.fr_model, self.device) if settings.fr_model else None
+        self.models = [(s.name, *quality_model(s, self.backend, settings.threads, self.device))
+                       for s in model_sources(cfg, models)]
+
+    @property
+    def sizes(self) -> list[int]:
+        """The input sizes the crops must come in."""
+        sizes = {size for _, size, _ in self.models if size} | ({self.embed.size} if self.embed else set())
+        return sorted(sizes)
 
     def __call__(self, batch: dict) -> dict:
+        n = len(batch[IMAGE_ID])
         ok = np.flatnonzero(batch["reason"] == "")
-        out = {"file": batch["file"], IMAGE_ID: batch[IMAGE_ID], "reason": batch["reason"]}
-        for name, size, run in self.models:
-            quality = np.full(len(batch[IMAGE_ID]), np.nan, np.float32)
-            crops = batch[crop_column(size)]
-            for start in range(0, len(ok), self.cfg.batch_size):
-                rows = ok[start:start + self.cfg.batch_size]
-                quality[rows] = run(crops[rows])
-            out[f"q__{name}"] = quality
+        chunks = [ok[s:s + self.batch_size] for s in range(0, len(ok), self.batch_size)]
+        out = {k: v for k, v in batch.items() if not is_crop_column(k)}
+        for view in self.views:
+            if self.embed is not None:
+                crops = batch[crop_column(self.embed.size, view)]
+                out[embedding_column(view)] = spread(n, ok, np.concatenate(
+                    [self.embed(crops[rows]) for rows in chunks]) if chunks else np.zeros((0, self.embed.dim)))
+            for name, size, run in self.models:
+                crops = batch[crop_column(size, view)] if size else None
+                values = [run(crops[rows] if size else None, batch[IMAGE_ID][rows], batch[SUBJECT_ID][rows])
+                          for rows in chunks]
+                out[quality_column(name, view)] = spread(n, ok, np.concatenate(values) if values else np.zeros(0))
         return out
+
+
+class AlignAndScore:
+    """Actor: both stages in one process, for a job with one pool (evaluation): a unit in, its scores out."""
+
+    def __init__(self, cfg: ScoreConfig | EvaluateConfig, models: list[dict] | None = None):
+        self.scorer = Scorer(cfg, models)
+        self.aligner = Aligner(cfg, self.scorer.sizes)
+
+    def __call__(self, items: dict) -> dict:
+        return self.scorer(self.aligner(items))

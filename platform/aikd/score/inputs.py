@@ -8,7 +8,11 @@ files). A work unit is a row group of a shard, or ``batch_size`` images of a fol
 Every face is a row in and comes out scored or rejected with a reason. An image_id that
 an earlier row (in plan order: inputs, shards, rows) already has is rejected as
 "duplicate image_id", so each id is scored once whatever the gallery holds; the plan
-finds them from the shards' image_id columns, before any work.
+finds them from the shards' image_id columns, before any work. Evaluation plans its
+faces the same way (:func:`plan_shards`), so both jobs find duplicates alike.
+
+Each unit's ``start`` is the plan position of its first row: rows carry it on (``order``)
+so a job can put what comes back, in whatever order, into plan order.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import pyarrow.parquet as pq
 from aikd.config import DataConfig, ScoreConfig
 from aikd.data.ingest import DUPLICATE, IMAGE_SUFFIXES, OUTSIDE_ROOT, outside_root, read_landmarks_file
 from aikd.data.pipeline import plan_units, unit_batches
-from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS
+from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
 from aikd.data.shards import shard_files
 from aikd.errors import AikdError
 from aikd.storage import resolve
+
+ORDER = "order"  # a row's position in plan order
 
 
 @dataclass
@@ -42,22 +48,32 @@ class OutputFile:
 
 def plan(cfg: ScoreConfig) -> tuple[list[OutputFile], dict]:
     """The output files of the job and facts about the input (e.g. table entries without an image)."""
-    return _plan_shards(cfg) if cfg.shards else _plan_folder(cfg)
+    return (plan_shards(cfg.shards), {}) if cfg.shards else _plan_folder(cfg)
 
 
-def _plan_shards(cfg: ScoreConfig) -> tuple[list[OutputFile], dict]:
+def plan_shards(shards: list[str]) -> list[OutputFile]:
+    """One output file per shard of ``shards`` (face shard prefixes or files), later duplicate ids marked."""
     files = []
-    for i, uri in enumerate(cfg.shards):
+    for i, uri in enumerate(shards):
         for shard in shard_files(uri):  # every shard gets its output file, an empty one too
             name = posixpath.basename(shard.path)
-            out = OutputFile(f"in{i:02d}-{name}" if len(cfg.shards) > 1 else name, [shard.uri])
+            out = OutputFile(f"in{i:02d}-{name}" if len(shards) > 1 else name, [shard.uri])
             for unit in plan_units(DataConfig(shards=[shard.uri])):
                 out.rows += unit.rows
                 out.units.append({"file": out.name, "uri": unit.uri, "row_group": unit.row_group, "rows": unit.rows,
                                   "duplicates": []})
             files.append(out)
-    mark_duplicates([u for f in files for u in f.units])
-    return files, {}
+    units = [u for f in files for u in f.units]
+    mark_duplicates(units)
+    _number_rows(units)
+    return files
+
+
+def _number_rows(units: list[dict]) -> None:
+    start = 0
+    for u in units:
+        u["start"] = start
+        start += u["rows"]
 
 
 def _image_ids(uri: str) -> pa.Array:
@@ -111,6 +127,7 @@ def _plan_folder(cfg: ScoreConfig) -> tuple[list[OutputFile], dict]:
                               "landmarks": [r.landmarks if r and r.landmarks else None for r in records],
                               "bbox": [r.bbox if r else None for r in records]})
         files.append(out)
+    _number_rows([u for f in files for u in f.units])
     unmatched = set(table) - set(paths)
     outside = sum(outside_root(p) for p in unmatched)  # never read: the plan lists files under the root only
     facts = {"table_entries_without_image": len(unmatched) - outside, "table_entries_outside_root": outside}
@@ -122,15 +139,17 @@ def _numbers(values, width: int) -> np.ndarray:
 
 
 def read_unit(unit: dict) -> dict:
-    """One unit's faces: image_id, encoded image (None: unreadable, with ``reason``), landmarks, box."""
+    """One unit's faces: image_id, subject_id ('' for a folder), encoded image (None: unreadable, with
+    ``reason``), landmarks, box."""
     if "uri" in unit:
-        columns = [IMAGE_ID, IMAGE, LANDMARKS, BBOX]
+        columns = [IMAGE_ID, SUBJECT_ID, IMAGE, LANDMARKS, BBOX]
         batch = next(unit_batches(unit["uri"], unit["row_group"], columns, int(unit["rows"])))
         ids = np.asarray(batch[IMAGE_ID]).astype(str)
         reasons = [""] * len(ids)
         for row in unit.get("duplicates", ()):
             reasons[int(row)] = DUPLICATE  # a later row of an id: the first one is scored
-        return {IMAGE_ID: ids, IMAGE: list(batch[IMAGE]), "reason": reasons,
+        return {IMAGE_ID: ids, SUBJECT_ID: np.asarray(batch[SUBJECT_ID]).astype(str), IMAGE: list(batch[IMAGE]),
+                "reason": reasons,
                 LANDMARKS: np.stack([_numbers(v, 10) for v in batch[LANDMARKS]]) if len(ids) else np.zeros((0, 10)),
                 BBOX: list(batch[BBOX])}
     root = resolve(unit["root"])
@@ -147,5 +166,6 @@ def read_unit(unit: dict) -> dict:
             blobs.append(None)
             reasons.append(f"unreadable: {str(err).splitlines()[0]}")
     landmarks = [_numbers(v, 10) for v in unit["landmarks"]]
-    return {IMAGE_ID: np.asarray(unit["paths"], dtype=str), IMAGE: blobs, "reason": reasons,
+    return {IMAGE_ID: np.asarray(unit["paths"], dtype=str), SUBJECT_ID: np.full(len(blobs), "", dtype=str),
+            IMAGE: blobs, "reason": reasons,
             LANDMARKS: np.stack(landmarks) if landmarks else np.zeros((0, 10)), BBOX: list(unit["bbox"])}

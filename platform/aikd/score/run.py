@@ -4,7 +4,7 @@ Output under ``out``: one Parquet file per input shard (or per ``images_per_file
 images), rows ``image_id, model, model_uri, model_version, quality, alignment`` for
 every scored face and model; ``_manifest/<file>.json`` per output file (rows in, rows
 scored, rejects with reasons, the models that scored it); at the end ``_manifest.json``
-(all of them), ``_rejects.parquet`` and ``_summary.json``.
+(all of them), ``_rejects.parquet`` and ``_summary.json`` (the job shell's).
 
 Rerun contract: resume per output file. A file is written whole (atomically), then its
 manifest entry; a rerun skips every file whose entry names the same models and
@@ -29,18 +29,15 @@ from aikd.config import ScoreConfig
 from aikd.data.schema import IMAGE_ID
 from aikd.data.shards import write_rejects, write_shard
 from aikd.errors import AikdError
-from aikd.job import finish
-from aikd.lock import output_lock
+from aikd.job import Job, Outcome, Shape, count_reasons, run_job
+from aikd.jobs import JobKind
 from aikd.models.weights import read_card
-from aikd.registry import resolve_models
-from aikd.runtime import ensure_ray
 from aikd.score.actors import Aligner, Scorer
 from aikd.score.inputs import OutputFile, plan
 from aikd.storage import Location, resolve
-from aikd.tracking import job_run
 
 MANIFEST_DIR = "_manifest"
-SUMMARY_FILE = "_summary.json"  # the output is a prefix of score files: side files start with '_'
+MANIFEST_FILE = "_manifest.json"  # the output is a prefix of score files: side files start with '_'
 QUANTILE_SAMPLE = 100_000  # scores per model kept (spread over files) for the summary's quantiles
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 SCHEMA = pa.schema([("image_id", pa.string()), ("model", pa.string()), ("model_uri", pa.string()),
@@ -198,61 +195,53 @@ def _done_samples(out: Location, done: list[dict], models: list[dict], samples: 
 
 def run_score(cfg: ScoreConfig) -> dict:
     out = resolve(cfg.out)
-    with output_lock(out, "score"):  # before any Ray work: a second job on this output refuses at once
-        return _run_score(cfg, out)
+    shape = Shape(out, out.name, inputs={"faces": cfg.shards or [cfg.images], "models": [m.model for m in cfg.models]},
+                  outputs={"scores": out.uri}, rerun="resume", lock=True)
+    return run_job(cfg, shape, lambda job: _work(job, asked=cfg))
 
 
-def _run_score(cfg: ScoreConfig, out: Location) -> dict:
-    ensure_ray()
-    original = cfg
-    cfg, refs = resolve_models(cfg, out)
-    models = model_list(cfg, original, refs)
+def _work(job: Job, asked: ScoreConfig) -> Outcome:
+    cfg, out = job.cfg, job.out
+    models = model_list(cfg, asked, job.models)
     sig = signature(cfg, models)
-    with job_run(cfg, out.name,
-                 inputs={"faces": cfg.shards or [cfg.images], "models": [m["asked"] for m in models]},
-                 outputs={"scores": out.uri}, resume_under=out) as tracker:
-        files, facts = plan(cfg)
-        todo, done, stale = split_done(out, files, sig)
-        total = sum(f.rows for f in files)
-        share = min(1.0, QUANTILE_SAMPLE / max(total, 1))
-        for m in models:
-            print(f"score: {m['name']} = {m['asked']}" + (f" -> version {m['version']}" if m["version"] else ""),
-                  flush=True)
-        if stale:
-            print(f"score: {len(stale)} files were scored with other models or alignment: scoring them again",
-                  flush=True)
-        print(f"score: {len(files)} files, {len(done)} done before, {len(todo)} to score "
-              f"({sum(f.rows for f in todo)} faces)", flush=True)
-        samples: dict[str, list] = {m["name"]: [] for m in models}
-        _done_samples(out, done, models, samples, share)
-        progress = Progress(sum(f.rows for f in todo), cfg.progress_every_s)
-        records = stream(cfg, out, todo, models, sig, progress, samples, share) if todo else []
-        summary = summarise(cfg, out, files, done, records, models, samples, progress, stale, facts)
-        summary |= {"models_resolved": refs, "mlflow_run": tracker.run_id if tracker else None}
-        finish(out, summary, SUMMARY_FILE)
-        if tracker is not None:
-            tracker.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-            tracker.log_outputs(out, [SUMMARY_FILE, "_manifest.json"])
-    return summary
+    files, facts = plan(cfg)
+    todo, done, stale = split_done(out, files, sig)
+    total = sum(f.rows for f in files)
+    share = min(1.0, QUANTILE_SAMPLE / max(total, 1))
+    if stale:
+        job.log(f"{len(stale)} files were scored with other models or alignment: scoring them again")
+    job.log(f"{len(files)} files, {len(done)} done before, {len(todo)} to score ({sum(f.rows for f in todo)} faces)")
+    samples: dict[str, list] = {m["name"]: [] for m in models}
+    _done_samples(out, done, models, samples, share)
+    progress = Progress(sum(f.rows for f in todo), cfg.progress_every_s)
+    records = stream(cfg, out, todo, models, sig, progress, samples, share) if todo else []
+    counts, rejects, fields = summarise(cfg, out, files, done, records, models, samples, progress, stale, facts)
+    return Outcome(counts=counts, rejects=rejects, fields=fields, metrics=counts | {"rows_per_s": fields["rows_per_s"]},
+                   files=[MANIFEST_FILE])
 
 
 def summarise(cfg: ScoreConfig, out: Location, files: list[OutputFile], done: list[dict], new: list[dict],
-              models: list[dict], samples: dict, progress: Progress, stale: dict, facts: dict) -> dict:
-    """The whole output's manifest, rejects table and summary (files done before included)."""
+              models: list[dict], samples: dict, progress: Progress, stale: dict,
+              facts: dict) -> tuple[dict, dict, dict]:
+    """The whole output's manifest and rejects table (files done before included); the summary's counts,
+    rejects by reason and the job's own fields."""
     order = {f.name: i for i, f in enumerate(files)}
     records = sorted(done + new, key=lambda r: order[r["file"]])
-    out.join("_manifest.json").write_text(json.dumps(records, indent=1) + "\n")
-    write_rejects(out.uri, [tuple(r) for rec in records for r in rec["rejects"]])
+    out.join(MANIFEST_FILE).write_text(json.dumps(records, indent=1) + "\n")
+    rejects = [tuple(r) for rec in records for r in rec["rejects"]]
+    write_rejects(out.uri, rejects)
     quantiles = {}
     for m in models:
         values = np.concatenate(samples[m["name"]]) if samples[m["name"]] else np.zeros(0)
         quantiles[m["name"]] = ({f"q{int(q * 100):02d}": float(v) for q, v in zip(QUANTILES, np.quantile(
             values, QUANTILES), strict=True)} if len(values) else {})
-    rows_in = sum(r["rows_in"] for r in records)
-    return {"job": "score", "out": out.uri, "alignment": cfg.alignment, "files": len(files),
-            "files_scored_now": len(new), "files_done_before": len(done),
-            "rows": rows_in, "rows_scored": sum(r["rows_scored"] for r in records),
-            "rejected": sum(len(r["rejects"]) for r in records), "rows_read_now": progress.rows,
-            "rows_per_s": round(progress.rate, 1) if progress.rows else None,
-            "models": [{k: m[k] for k in ("name", "asked", "uri", "version")} for m in models],
-            "rescored_stale": stale, "quality_quantiles": quantiles} | facts
+    counts = {"files": len(files), "files_scored_now": len(new), "files_done_before": len(done),
+              "rows": sum(r["rows_in"] for r in records), "rows_scored": sum(r["rows_scored"] for r in records),
+              "rejected": len(rejects), "rows_read_now": progress.rows} | facts
+    fields = {"out": out.uri, "alignment": cfg.alignment, "rows_per_s": round(progress.rate, 1) if progress.rows
+              else None, "scored_with": [{k: m[k] for k in ("name", "asked", "uri", "version")} for m in models],
+              "rescored_stale": stale, "quality_quantiles": quantiles}
+    return counts, count_reasons(rejects), fields
+
+
+JOB = JobKind("score", ScoreConfig, run_score)

@@ -24,9 +24,9 @@ from aikd.data.schema import SUBJECT_ID
 from aikd.data.split import held_out
 from aikd.distill.run import SharedWork, register_student
 from aikd.errors import ConfigError, JobFailed
-from aikd.job import SUMMARY_FILE, finish
+from aikd.job import SUMMARY_FILE, Job, Outcome, Shape, run_job
+from aikd.jobs import JobKind
 from aikd.redact import redact
-from aikd.runtime import ensure_ray
 from aikd.spec import validate
 from aikd.storage import Location, resolve
 from aikd.sweep.outcome import collect, write_outcome
@@ -41,7 +41,7 @@ from aikd.sweep.space import (
     tune_space,
 )
 from aikd.sweep.trial import TRIALS, run_trial
-from aikd.tracking import Tracker, job_run, tracking_uri
+from aikd.tracking import Tracker, tracking_uri
 
 SPEC_FILE = "sweep.json"
 TUNE_DIR = "tune"
@@ -84,11 +84,13 @@ def trial_base(cfg: SweepConfig, data: dict, home: Location) -> tuple[dict, Dist
     """The spec every trial starts from: the sweep's base, validated on held-out identities, selected by
     the sweep's metric, recorded under the sweep's MLflow run (nothing of the embedded default left to build)."""
     base = validate(DistillConfig, {"name": "base", "storage": home.uri} | data, source="sweep base")
-    if base.bootstrap is not None:
+    if base.bootstrap is not None:  # its inputs are read to plan the trials: built first
         from aikd.defaults import ensure_default_inputs
+        from aikd.jobs import run_config
+        from aikd.runtime import ensure_ray
 
         ensure_ray(dashboard=True)  # the Ray the sweep then runs on
-        ensure_default_inputs(base.bootstrap, upto="distill")
+        ensure_default_inputs(base.bootstrap, run=run_config, upto="distill")
     tracking = {"enabled": cfg.tracking.enabled, "uri": tracking_uri(cfg.tracking) if cfg.tracking.enabled else None,
                 "experiment": cfg.tracking.experiment or f"aikd-{cfg.kind}"}
     fixed = base.model_dump(mode="json") | {"bootstrap": None, "tracking": tracking}
@@ -197,52 +199,51 @@ def plan_sweep(cfg: SweepConfig) -> SweepPlan:
 
 def run_sweep(cfg: SweepConfig) -> dict:
     plan = plan_sweep(cfg)
-    home, fixed, base, space = plan.home, plan.fixed, plan.base, plan.space
-    _check_same_spec(cfg, home, plan.data)
-    if home.join(SUMMARY_FILE).exists():  # finished: its winner is registered already
-        print(f"sweep: {home.uri} has finished; its summary stands (a new search needs a new name)", flush=True)
-        return home.join(SUMMARY_FILE).read_json() | {"skipped": True}
-    ensure_ray(dashboard=True)  # Ray Train frees a stopped trial's workers through the State API
-    concurrency = _concurrency(cfg, base)
-    shared = SharedWork.make(base, plan.labels)
-    print(f"sweep: {cfg.trials} trials of {len(shared.units)} row groups, {concurrency} at a time, "
-          f"ranked by {cfg.metric} ({cfg.direction}); searching {', '.join(space)}", flush=True)
-
-    from ray import tune
-
-    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials read relative paths as the sweep does
-    with job_run(cfg, cfg.name, inputs={"base": cfg.base if isinstance(cfg.base, str) else "inline",
-                                        "shards": base.data.shards},
-                 outputs={"sweep": home.uri}, resume_under=home) as tracker:
-        tags = {"aikd.sweep": cfg.name, "aikd.sweep_uri": home.uri}
-        if tracker is not None:
-            tags["mlflow.parentRunId"] = tracker.run_id
-        trainable = tune.with_resources(
-            tune.with_parameters(run_trial, base=fixed, shared=shared, home=home.uri, tags=tags),
-            {"cpu": cfg.resources.cpus_per_worker} | cfg.resources.custom)
-        grid = _tuner(cfg, space, trainable, home, concurrency).fit()
-        rows = collect(grid, space, cfg.metric, cfg.direction, home.join(TRIALS))
-        outcome = write_outcome(home, rows, space, cfg.metric, cfg.direction)
-        summary = _summary(cfg, home, rows, outcome, concurrency)
-        if tracker is not None:
-            _close_trial_runs(tracker, rows)
-            tracker.log_metrics({f"best.{cfg.metric}": summary["best"]["metric"]} if summary["best"] else {})
-        if cfg.register is not None and summary["best"] is not None:
-            summary["registered"] = _register_best(cfg, summary, fixed, tracker)
-        finish(home, summary)
-        if tracker is not None:
-            tracker.log_outputs(home, [*outcome["files"], SUMMARY_FILE, SPEC_FILE])
+    _check_same_spec(cfg, plan.home, plan.data)
+    inputs = {"base": cfg.base if isinstance(cfg.base, str) else "inline", "shards": plan.base.data.shards}
+    # a local Ray instance runs its dashboard: Ray Train frees a stopped trial's workers through the State API
+    shape = Shape(plan.home, cfg.name, inputs=inputs, outputs={"sweep": plan.home.uri}, rerun="resume",
+                  skip_finished=True, dashboard=True)
+    summary = run_job(cfg, shape, lambda job: _work(job, plan))
     if summary["best"] is None:
-        raise JobFailed(f"sweep {home.uri}: no trial reached {cfg.metric} "
-                        f"({', '.join(sorted({r.status for r in rows}))}); see {home.join('trials.md').uri}")
+        raise JobFailed(f"sweep {plan.home.uri}: no trial reached {cfg.metric} (trials: {summary['counts']}); "
+                        f"see {plan.home.join('trials.md').uri}")
     return summary
 
 
-def _summary(cfg: SweepConfig, home: Location, rows, outcome: dict, concurrency: int) -> dict:
+def _work(job: Job, plan: SweepPlan) -> Outcome:
+    from ray import tune
+
+    cfg, home, fixed, space = job.cfg, plan.home, plan.fixed, plan.space
+    concurrency = _concurrency(cfg, plan.base)
+    shared = SharedWork.make(plan.base, plan.labels)
+    job.log(f"{cfg.trials} trials of {len(shared.units)} row groups, {concurrency} at a time, "
+            f"ranked by {cfg.metric} ({cfg.direction}); searching {', '.join(space)}")
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")  # trials read relative paths as the sweep does
+    tags = {"aikd.sweep": cfg.name, "aikd.sweep_uri": home.uri}
+    if job.tracker is not None:
+        tags["mlflow.parentRunId"] = job.tracker.run_id
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=fixed, shared=shared, home=home.uri, tags=tags),
+        {"cpu": cfg.resources.cpus_per_worker} | cfg.resources.custom)
+    grid = _tuner(cfg, space, trainable, home, concurrency).fit()
+    rows = collect(grid, space, cfg.metric, cfg.direction, home.join(TRIALS))
+    outcome = write_outcome(home, rows, space, cfg.metric, cfg.direction)
+    counts, fields = _summary(cfg, home, rows, outcome, concurrency)
+    if job.tracker is not None:
+        _close_trial_runs(job.tracker, rows)
+    if cfg.register is not None and fields["best"] is not None:
+        fields["registered"] = _register_best(cfg, fields, fixed, job.tracker)
+    metrics = {f"best.{cfg.metric}": fields["best"]["metric"]} if fields["best"] else {}
+    return Outcome(counts=counts, fields=fields, metrics=metrics, files=[*outcome["files"], SPEC_FILE])
+
+
+def _summary(cfg: SweepConfig, home: Location, rows, outcome: dict, concurrency: int) -> tuple[dict, dict]:
+    """The sweep's counts (trials by status) and its own summary fields (the best trial)."""
     best = outcome["best"]
-    counts = {s: sum(r.status == s for r in rows) for s in ("completed", "stopped", "failed")}
-    summary = {"job": "sweep", "sweep": home.uri, "metric": cfg.metric, "mode": cfg.direction,
-               "trials": len(rows), "concurrency": concurrency, **counts, "importances": outcome["importances"],
+    counts = {"trials": len(rows), "concurrency": concurrency}
+    counts |= {s: sum(r.status == s for r in rows) for s in ("completed", "stopped", "failed")}
+    summary = {"sweep": home.uri, "metric": cfg.metric, "mode": cfg.direction, "importances": outcome["importances"],
                "files": [home.join(f).uri for f in outcome["files"]], "best": None}
     if best is not None:
         config = resolve(best.run).join("config.json")
@@ -252,7 +253,7 @@ def _summary(cfg: SweepConfig, home: Location, rows, outcome: dict, concurrency:
                            "config": json.loads(config.read_text()) if config.exists() else None}
         print(f"sweep: best trial {best.trial}: {cfg.metric} {best.metric:.4g} with "
               + ", ".join(f"{k}={v}" for k, v in best.params.items()), flush=True)
-    return summary
+    return counts, summary
 
 
 def _close_trial_runs(tracker: Tracker, rows) -> None:
@@ -284,3 +285,5 @@ def _register_best(cfg: SweepConfig, summary: dict, fixed: dict, tracker: Tracke
           flush=True)
     return registered
 
+
+JOB = JobKind("sweep", SweepConfig, run_sweep)

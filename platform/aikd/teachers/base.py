@@ -8,7 +8,6 @@ know, an id missing from an external table) get NaN and a reason, never a made-u
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,20 +32,21 @@ class Scores:
 
 
 class Teacher(abc.ABC):
+    """What a teacher is, as class attributes (read without building it; the first docstring line describes it)."""
+
     name: str = ""
     higher_is_better: bool = True
     needs_images: bool = True
-    input_size: int = 112  # aligned crop side the teacher expects
+    # aligned crop side; None on the class where each instance takes it from its model's card
+    input_size: int | None = None
+    one_of: tuple[str, ...] = ()  # options of which exactly one must be given (beyond those with no default)
 
     @abc.abstractmethod
     def score(self, batch: TeacherBatch) -> Scores:
         """Quality of every row of the batch."""
 
-    def describe(self) -> dict:
-        return {"name": self.name, "higher_is_better": self.higher_is_better}
 
-
-_TEACHERS: dict[str, Callable[..., Teacher]] = {}
+_TEACHERS: dict[str, type[Teacher]] = {}
 
 
 def register_teacher(name: str):
@@ -65,13 +65,18 @@ def list_teachers() -> list[str]:
     return sorted(_TEACHERS)
 
 
-def create_teacher(name: str, **options) -> Teacher:
-    """Build a registered teacher; options that are None are dropped."""
+def teacher_class(name: str) -> type[Teacher]:
     _load()
     if name not in _TEACHERS:
         raise ComponentError(f"unknown teacher {name!r}; valid: {', '.join(sorted(_TEACHERS))}")
+    return _TEACHERS[name]
+
+
+def create_teacher(name: str, **options) -> Teacher:
+    """Build a registered teacher; options that are None are dropped."""
+    cls = teacher_class(name)
     try:
-        return _TEACHERS[name](**{k: v for k, v in options.items() if v is not None})
+        return cls(**{k: v for k, v in options.items() if v is not None})
     except (TypeError, ValueError) as err:
         raise ComponentError(f"bad options for teacher {name!r}: {err}") from None
 

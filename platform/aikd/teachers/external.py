@@ -14,19 +14,20 @@ from aikd.teachers.base import Scores, Teacher, TeacherBatch, register_teacher
 
 @register_teacher("external")
 class External(Teacher):
-    """Precomputed scores (e.g. DifFIQA(R), the reference's teacher), joined on image_id.
+    """Precomputed scores (e.g. DifFIQA(R), the reference's teacher): a shard column or a table joined on image_id.
 
     Give ``column`` (a column already in the shards) or ``table`` (Parquet or CSV with
     columns image_id and ``score_column``). Ids the table lacks get NaN and are reported.
     """
 
     needs_images = False
+    one_of = ("column", "table")
 
     def __init__(self, column: str | None = None, table: str | None = None, score_column: str = "score",
                  higher_is_better: bool = True):
         if (column is None) == (table is None):
             raise ComponentError("external teacher: give exactly one of 'column' or 'table'")
-        self.column, self.table_uri, self.higher_is_better = column, table, higher_is_better
+        self.column, self.higher_is_better = column, higher_is_better
         self.lookup: dict[str, float] | None = None
         if table is not None:
             self.lookup = _read_table(table, score_column)
@@ -42,9 +43,6 @@ class External(Teacher):
         values = np.array([self.lookup.get(str(i), np.nan) for i in batch.image_ids], np.float32)
         reasons = {i: "image_id not in the external table" for i in np.flatnonzero(np.isnan(values))}
         return Scores(values, reasons)
-
-    def describe(self) -> dict:
-        return super().describe() | {"column": self.column, "table": self.table_uri}
 
 
 def _read_table(uri: str, score_column: str) -> dict[str, float]:

@@ -29,14 +29,11 @@ class _FRTeacher(Teacher):
             raise ComponentError(f"{model}: a {card.architecture} backbone, but FR teachers need an IResNet-style one")
         self.device = _device(device)
         self.backbone = backbone.to(self.device).eval()
-        self.card, self.model_uri, self.batch_size = card, model, batch_size
+        self.card, self.batch_size = card, batch_size
         self.input_size = card.input_size
 
     def _input(self, aligned: np.ndarray) -> torch.Tensor:
         return to_input(aligned, self.card.mean, self.card.std, device=self.device)
-
-    def describe(self) -> dict:
-        return super().describe() | {"model": self.model_uri}
 
 
 @torch.no_grad()
@@ -71,7 +68,7 @@ def serfiq_quality(backbone, x: torch.Tensor, passes: int, p: float, generator: 
 
 @register_teacher("serfiq")
 class SerFiq(_FRTeacher):
-    """Training-free: stable embeddings under dropout mean a usable face."""
+    """SER-FIQ (training-free): stable embeddings under dropout mean a usable face."""
 
     def __init__(self, model: str, passes: int = 100, dropout: float = 0.5, seed: int = 0, **kw):
         super().__init__(model, **kw)
@@ -90,7 +87,7 @@ class SerFiq(_FRTeacher):
 
 @register_teacher("norm")
 class EmbeddingNorm(_FRTeacher):
-    """MagFace-style: the norm of the unnormalised embedding grows with recognisability."""
+    """Embedding norm, MagFace-style: the unnormalised embedding grows with recognisability."""
 
     @torch.no_grad()
     def score(self, batch: TeacherBatch) -> Scores:
@@ -101,7 +98,7 @@ class EmbeddingNorm(_FRTeacher):
 
 @register_teacher("crfiqa")
 class CrFiqa(_FRTeacher):
-    """Certainty ratio (Boutros et al. 2023): cos(own centre) / (max cos(other centre) + 1 + eps)."""
+    """CR-FIQA certainty ratio (Boutros et al. 2023): cos(own centre) / (max cos(other centre) + 1 + eps)."""
 
     def __init__(self, model: str, eps: float = 1e-9, **kw):
         super().__init__(model, **kw)

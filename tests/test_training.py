@@ -1,5 +1,5 @@
-"""The job contract every Ray job keeps: run files under its output, bounded checkpoints, one definition of
-"latest", user errors as JobFailed and bugs with their traceback, a summary at the end."""
+"""The contract of every Ray Train run: run files under its output, bounded checkpoints, one definition of
+"latest", user errors as JobFailed and bugs with their traceback."""
 
 import json
 import os
@@ -13,8 +13,8 @@ from ray.train import Checkpoint, TrainingFailedError
 
 from aikd.config import Resources
 from aikd.errors import AikdError, JobFailed
-from aikd.job import finish, fit, latest_checkpoint, read_json
 from aikd.storage import resolve
+from aikd.training import fit, latest_checkpoint, read_json
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers cannot import a test module
 ONE = Resources(workers=1, cpus_per_worker=0.5)
@@ -68,9 +68,3 @@ def test_a_user_error_in_a_worker_ends_the_job_as_one_line(ray_local, tmp_path):
 def test_a_bug_in_a_worker_is_not_disguised_as_a_user_error(ray_local, tmp_path):
     with pytest.raises(TrainingFailedError, match="ZeroDivisionError"):
         fit(failing_loop, {"kind": "bug"}, ONE, resolve(str(tmp_path / "bug")))
-
-
-def test_every_job_ends_with_its_summary_json(tmp_path):
-    out = resolve(str(tmp_path / "out"))
-    summary = finish(out, {"job": "x", "rows": 3})
-    assert json.loads(out.join("summary.json").read_text()) == summary == {"job": "x", "rows": 3}

@@ -1,0 +1,46 @@
+"""The job kinds, by name: each kind's module is loaded when it is asked for (``aikd --help`` stays fast).
+
+Each kind's package has a ``run.py`` whose :data:`JOB` says what the kind is: its spec
+model and its runner (which goes through :func:`aikd.job.run_job`); its help line is here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aikd.config import JobSpec
+from aikd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class JobKind:
+    kind: str
+    spec: type[JobSpec]
+    run: Callable[..., dict]  # run(cfg) -> the job's summary
+
+
+# kind -> the module holding its JOB
+KINDS = {"fr-train": "aikd.frtrain.run", "label": "aikd.label.run", "distill": "aikd.distill.run",
+         "evaluate": "aikd.evaluate.run", "score": "aikd.score.run", "sweep": "aikd.sweep.run",
+         "experiment": "aikd.experiment.run"}
+# kind -> one line of help, here so that `aikd --help` imports no job module
+HELP = {"fr-train": "train a small FR backbone + margin head (Ray Train)",
+        "label": "write teacher FIQA quality columns onto face shards",
+        "distill": "AI-KD distillation on Ray Train + DeepSpeed",
+        "evaluate": "EDC / pAUC report: FIQA models x alignment conditions",
+        "score": "score a face gallery with students (batch, resumable per file)",
+        "sweep": "search distillation settings with Ray Tune + Optuna, register the best",
+        "experiment": "teachers x ablations x seeds, one paired evaluation (experiments/)"}
+
+
+def job_kind(kind: str) -> JobKind:
+    if kind not in KINDS:
+        raise ConfigError(f"unknown job kind {kind!r}; valid: {', '.join(KINDS)}")
+    return importlib.import_module(KINDS[kind]).JOB
+
+
+def run_config(cfg: JobSpec) -> dict:
+    """Run a validated spec of any kind (the embedded default's bootstrap runs its stages so)."""
+    return job_kind(cfg.kind).run(cfg)
