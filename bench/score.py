@@ -266,8 +266,9 @@ def timed_score(cfg: ScoreConfig) -> dict:
             seconds = time.perf_counter() - start
     finally:
         score_run.Progress = plain
-    rows = summary["rows"]
-    return {"images": rows, "files": summary["files"], "rejected": summary["rejected"], "seconds": seconds,
+    counts = summary["counts"]
+    rows = counts["rows"]
+    return {"images": rows, "files": counts["files"], "rejected": counts["rejected"], "seconds": seconds,
             "images_per_s": rows / seconds, "first_result_s": FIRST["t"] - start,
             "rss_start_mb": mem.start / 2**20, "rss_peak_growth_mb": mem.growth_mb,
             "rss_end_growth_mb": (rss() - mem.start) / 2**20}

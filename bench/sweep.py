@@ -82,7 +82,7 @@ def main() -> None:
     ray.shutdown()
     result = {
         "bench": "sweep", "device": f"cpu x{cpus}", "trials": args.trials, "steps_per_trial": args.steps,
-        "images": args.images, "input": args.size, "completed": summary["completed"],
+        "images": args.images, "input": args.size, "completed": summary["counts"]["completed"],
         "trial_seconds_alone": [round(t, 1) for t in alone], "sum_trial_seconds": round(sum(alone), 1),
         "sweep_seconds": round(sweep_wall, 1), "overhead_ratio": round(sweep_wall / sum(alone), 3),
         "goal": {"overhead_ratio": 1.15},

@@ -114,11 +114,17 @@ def synth_shards(tmp_path_factory) -> str:
     return str(out)
 
 
+def _crash(*args, **kwargs):
+    raise RuntimeError("driver killed")
+
+
 @pytest.fixture(scope="session")
 def fr_run(ray_local, tmp_path_factory):
-    """One FR pretraining run on 2,000 synthetic faces, shared by every test that needs a model."""
+    """One FR pretraining run on 2,000 synthetic faces, shared by every test that needs a model; its driver
+    is killed once after training and the job started again (it resumes from its checkpoint)."""
     from aikd.config import DataConfig, FRTrainConfig, Resources
     from aikd.data.synth import SynthConfig, write_synthetic
+    from aikd.frtrain import run as frtrain_run
     from aikd.frtrain.run import run_fr_train
 
     root = tmp_path_factory.mktemp("fr")
@@ -128,8 +134,12 @@ def fr_run(ray_local, tmp_path_factory):
     data = DataConfig(shards=[faces], image_size=64, split_by="subject_id", val_fraction=0.2,
                       misalignment=0.0, resources=half)
     cfg = FRTrainConfig(data=data, out=str(root / "model"), epochs=3, resources=half, model_args={"dropout": 0.4},
-                        register={"name": "fr-test", "aliases": ["production"]})
-    return cfg, run_fr_train(cfg)
+                        checkpoint_every=10, register={"name": "fr-test", "aliases": ["production"]})
+    with pytest.MonkeyPatch.context() as patch:  # the driver dies after training, before the model is out
+        patch.setattr(frtrain_run, "_copy", _crash)
+        with pytest.raises(RuntimeError, match="driver killed"):
+            run_fr_train(cfg)
+    return cfg, run_fr_train(cfg)  # started again: resumes from its last checkpoint
 
 
 @pytest.fixture(scope="session")
@@ -169,3 +179,27 @@ def s3_run(labelled_run, fr_run, s3_server):
     summary_first = run_distill(first)
     second = first.model_copy(update={"max_steps": 40})
     return first, summary_first, run_distill(second)
+
+
+@pytest.fixture(scope="session")
+def report(fr_run, tmp_path_factory):
+    """An evaluation of a teacher and an untrained student on 96 new synthetic faces, every condition."""
+    from aikd.config import EvaluateConfig, FIQASpec, Resources
+    from aikd.data.synth import SynthConfig, write_synthetic
+    from aikd.evaluate.run import run_evaluate
+    from aikd.models.student import create_student
+    from aikd.models.weights import card_for, save_model
+
+    cfg_fr, _ = fr_run
+    root = tmp_path_factory.mktemp("eval")
+    faces = str(root / "faces")
+    write_synthetic(faces, SynthConfig(identities=12, samples_per_identity=8, seed=99))
+    student = create_student("iresnet_tiny")
+    save_model(student, str(root / "student"), card_for(student, "student"))
+    cfg = EvaluateConfig(shards=[faces], out=str(root / "report"), fr_model=cfg_fr.out,
+                         models=[FIQASpec(name="norm", teacher="norm", options={"model": cfg_fr.out}),
+                                 FIQASpec(name="student", student=str(root / "student"))],
+                         misalignment=[3.0], fmr=[1e-2], non_mated=5000,
+                         ci_resamples=200, compare=[("student", "norm")],
+                         resources=Resources(workers=2, cpus_per_worker=0.5))
+    return cfg, run_evaluate(cfg)

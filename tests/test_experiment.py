@@ -61,3 +61,45 @@ def test_the_difference_is_averaged_over_seeds_resample_by_resample():
     table = markdown({"rows": rows, "seeds": [0, 1], "teachers": ["norm"], "variants": ["ai-kd", "plain-kd"],
                       "bootstrap": {"level": 0.95, "resamples": 500, "identities": 100}})
     assert "| norm | ai-kd | -0.0150" in table and "**better**" in table
+
+
+def _row(variant: str, condition: str, fmr: float, difference: float, low: float, high: float, verdict: str) -> dict:
+    return {"teacher": "norm", "variant": variant, "condition": condition, "fmr": fmr, "limit": 0.2,
+            "difference": difference, "low": low, "high": high, "verdict": verdict}
+
+
+# the cells and formats the tables have always had (signed 4 decimals, verdict marks, FMR ascending); only the
+# separator rows now span the column widths
+EXPECTED_TABLES = """\
+Student minus teacher in pAUC@0.2 (lower is better), mean over seeds [0, 1]; in brackets the 95% interval \
+from 500 resamples of 100 evaluation identities; a verdict only where the interval excludes 0.
+
+FMR 0.001:
+
+| teacher | variant | aligned | box |
+|-----------|-----------|----------------------------|---------------------------------------|
+| norm | ai-kd | -0.1000 [-0.2000, +0.0500] | +0.2000 [+0.1000, +0.3000] *worse* |
+| norm | plain-kd | +0.0000 [-0.0040, +0.0040] | +0.0000 [-0.0010, +0.0200] **better** |
+
+FMR 0.01:
+
+| teacher | variant | aligned | box |
+|-----------|-----------|---------------------------------------|------------------------------------|
+| norm | ai-kd | -0.0150 [-0.0200, -0.0100] **better** | +0.0030 [+0.0010, +0.0050] *worse* |
+| norm | plain-kd | +0.0000 [-0.0040, +0.0040] | +0.0123 [-0.0010, +0.0200] |
+"""
+
+
+def test_the_markdown_tables_keep_their_columns_values_and_formats():
+    same = "no detectable difference"
+    rows = [_row("ai-kd", "aligned", 0.01, -0.015, -0.02, -0.01, "better"),
+            _row("ai-kd", "box", 0.01, 0.003, 0.001, 0.005, "worse"),
+            _row("plain-kd", "aligned", 0.01, 0.0, -0.004, 0.004, same),
+            _row("plain-kd", "box", 0.01, 0.01234, -0.001, 0.02, same),
+            _row("ai-kd", "aligned", 0.001, -0.1, -0.2, 0.05, same),
+            _row("ai-kd", "box", 0.001, 0.2, 0.1, 0.3, "worse"),
+            _row("plain-kd", "aligned", 0.001, 0.0, -0.004, 0.004, same),
+            _row("plain-kd", "box", 0.001, 0.0, -0.001, 0.02, "better")]
+    results = {"rows": rows, "seeds": [0, 1], "teachers": ["norm"], "variants": ["ai-kd", "plain-kd"],
+               "bootstrap": {"level": 0.95, "resamples": 500, "identities": 100}}
+    assert markdown(results) == EXPECTED_TABLES

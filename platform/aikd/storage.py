@@ -4,7 +4,7 @@
 variables (pyarrow ignores ``AWS_ENDPOINT_URL`` by itself, so it is read here);
 ``file:///abs/path`` and plain paths go to the local filesystem. S3 calls retry
 transient errors with the AWS standard strategy; whole-object reads also retry the few
-transient errors that strategy gives up on.
+transient errors that strategy gives up on (:data:`S3_READS`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import time
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
 from aikd.errors import AikdError
+from aikd.retry import Policy, doubling
 
 S3_RETRIES = int(os.environ.get("AIKD_S3_RETRIES", "8"))
 READ_ATTEMPTS = 4
@@ -30,8 +30,12 @@ TRANSIENT = ("AWS Error INTERNAL_FAILURE", "AWS Error NETWORK_CONNECTION", "AWS 
              "AWS Error SERVICE_UNAVAILABLE", "AWS Error UNKNOWN (HTTP status 5")
 
 
-def transient(err: OSError) -> bool:
-    return any(marker in str(err) for marker in TRANSIENT)
+def transient(err: BaseException) -> bool:
+    return isinstance(err, OSError) and any(marker in str(err) for marker in TRANSIENT)
+
+
+# a whole S3 object read: 4 attempts, 0.5, 1 and 2 s apart, on the transient errors only
+S3_READS = Policy(attempts=READ_ATTEMPTS, wait=doubling(0.5), retryable=transient)
 
 
 class StorageError(AikdError):
@@ -69,15 +73,11 @@ class Location:
             self.fs.create_dir(self.path, recursive=True)
 
     def read_bytes(self) -> bytes:
-        for attempt in range(1, READ_ATTEMPTS + 1):
-            try:
-                with self.fs.open_input_stream(self.path) as f:
-                    return f.read()
-            except OSError as err:
-                if not (self.is_s3 and transient(err)) or attempt == READ_ATTEMPTS:
-                    raise
-                time.sleep(0.25 * 2**attempt)
-        raise AssertionError("the loop returns or raises")
+        def read() -> bytes:
+            with self.fs.open_input_stream(self.path) as f:
+                return f.read()
+
+        return S3_READS.call(read) if self.is_s3 else read()
 
     def write_bytes(self, data: bytes) -> None:
         self.parent().makedirs()

@@ -1,33 +1,13 @@
-"""The evaluation job end to end on synthetic faces: a teacher and a student, every condition."""
+"""The evaluation job end to end on synthetic faces: a teacher and a student, every condition; its tables."""
 
 import json
 
 import numpy as np
 import pytest
 
-from aikd.config import EvaluateConfig, FIQASpec, Resources
-from aikd.data.synth import SynthConfig, write_synthetic
-from aikd.evaluate.run import run_evaluate
-from aikd.models.student import create_student
-from aikd.models.weights import card_for, save_model
+from aikd.config import EvaluateConfig, FIQASpec
+from aikd.evaluate.report import html_page, markdown_table, report_tables
 from aikd.storage import resolve
-
-
-@pytest.fixture(scope="module")
-def report(fr_run, tmp_path_factory):
-    cfg_fr, _ = fr_run
-    root = tmp_path_factory.mktemp("eval")
-    faces = str(root / "faces")
-    write_synthetic(faces, SynthConfig(identities=12, samples_per_identity=8, seed=99))
-    student = create_student("iresnet_tiny")
-    save_model(student, str(root / "student"), card_for(student, "student"))
-    cfg = EvaluateConfig(shards=[faces], out=str(root / "report"), fr_model=cfg_fr.out,
-                         models=[FIQASpec(name="norm", teacher="norm", options={"model": cfg_fr.out}),
-                                 FIQASpec(name="student", student=str(root / "student"))],
-                         misalignment=[3.0], fmr=[1e-2], non_mated=5000,
-                         ci_resamples=200, compare=[("student", "norm")],
-                         resources=Resources(workers=2, cpus_per_worker=0.5))
-    return cfg, run_evaluate(cfg)
 
 
 def test_report_renders_pngs_and_an_html_page_that_references_them(report):
@@ -95,3 +75,59 @@ def test_comparisons_are_checked_against_the_spec(change, message):
 def test_model_specs_need_exactly_one_source():
     with pytest.raises(ValueError, match="exactly one of 'teacher' or 'student'"):
         FIQASpec(name="x")
+
+
+RESULTS = {  # what results.py hands the report, cut to two rows
+    "pauc": [{"model": "norm", "condition": "aligned", "fmr": 0.01, "start_fnmr": 0.123456, "pauc_0.2": 0.0456789,
+              "pauc_0.2_ci": [0.03, 0.061234], "pauc_0.3": 0.07, "pauc_0.2_minus_best": 0.01234,
+              "pauc_0.3_minus_best": 0.02},
+             {"model": "student", "condition": "misaligned_3", "fmr": 0.001, "start_fnmr": 0.2, "pauc_0.2": 0.05,
+              "pauc_0.3": 0.0812345, "pauc_0.3_ci": [0.07, 0.09], "pauc_0.2_minus_best": 0.0,
+              "pauc_0.3_minus_best": 0.001}],
+    "invariance": [{"model": "student", "condition": "misaligned_3", "spearman_vs_aligned": 0.87654}],
+    "differences": [{"a": "student", "b": "norm", "condition": "aligned", "fmr": 0.01, "limit": 0.2,
+                     "difference": -0.01234, "low": -0.02, "high": 0.00123, "verdict": "no detectable difference"}],
+    "bootstrap": {"level": 0.95, "resamples": 200, "identities": 12},
+    "faces": 96, "mated_pairs": 336, "non_mated_pairs": 5000, "mode": "fixed", "pair_quality": "min",
+}
+
+# the cells and formats the report has always written; only the separator rows now span the column widths
+EXPECTED_MD = """\
+| model | condition | FMR | FNMR@0 | pAUC@0.2 | pAUC@0.3 | pAUC@0.2 - best | pAUC@0.3 - best |
+|---------|--------------|-------|----------|-------------------------|-------------------------|-------------------|-------------------|
+| norm | aligned | 0.01 | 0.1235 | 0.0457 [0.0300, 0.0612] | 0.0700 | 0.0123 | 0.0200 |
+| student | misaligned_3 | 0.001 | 0.2000 | 0.0500 | 0.0812 [0.0700, 0.0900] | 0.0000 | 0.0010 |
+
+| model | condition | Spearman vs aligned |
+|---------|--------------|-----------------------|
+| student | misaligned_3 | 0.877 |
+
+| a | b | condition | FMR | pAUC@ | a - b | 95% interval | verdict |
+|---------|------|-------------|-------|---------|---------|--------------------|--------------------------|
+| student | norm | aligned | 0.01 | 0.2 | -0.0123 | [-0.0200, +0.0012] | no detectable difference |
+"""
+
+
+def test_the_markdown_tables_keep_their_columns_values_and_formats():
+    assert markdown_table(RESULTS, [0.2, 0.3]) == EXPECTED_MD
+
+
+def test_tables_without_rows_are_left_out_but_the_pauc_table_stays():
+    bare = RESULTS | {"invariance": [], "differences": [], "pauc": []}
+    assert markdown_table(bare, [0.2]) == ("| model | condition | FMR | FNMR@0 | pAUC@0.2 | pAUC@0.2 - best |\n"
+                                           "|---------|-------------|-------|----------|------------|"
+                                           "-------------------|\n")
+
+
+def test_the_html_page_has_one_table_per_markdown_table_with_the_same_cells():
+    page = html_page(RESULTS, report_tables(RESULTS, [0.2, 0.3]), [])
+    assert page.count("<table") == 3 and "|" not in page
+    for cell in ("<th>pAUC@0.2 - best</th>", "<td>0.0457 [0.0300, 0.0612]</td>", "<td>0.877</td>",
+                 "<th>95% interval</th>", "<td>[-0.0200, +0.0012]</td>", "<td>no detectable difference</td>"):
+        assert cell in page
+
+
+def test_the_html_tables_escape_their_cells():
+    odd = RESULTS | {"invariance": [{"model": "a<b", "condition": "box", "spearman_vs_aligned": 0.5}]}
+    page = html_page(odd, report_tables(odd, [0.2]), [])
+    assert "<td>a&lt;b</td>" in page and "a<b" not in page

@@ -21,7 +21,8 @@ from aikd.teachers import TeacherBatch, create_teacher, list_teachers, teacher_c
 NAME = "iresnet_tiny_imagenet_norm"
 IMAGENET = Preprocess(64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 if NAME not in list_models():
-    register_model(ModelInfo(NAME, input_size=64, mean=IMAGENET.mean, std=IMAGENET.std))(iresnet_tiny)
+    register_model(ModelInfo(NAME, input_size=64, mean=IMAGENET.mean, std=IMAGENET.std,
+                             description="iresnet_tiny fed with ImageNet normalisation (tests)"))(iresnet_tiny)
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:

@@ -15,6 +15,7 @@ from aikd.models.weights import (
     read_card,
     read_tensors,
     save_model,
+    strip_wrappers,
 )
 
 
@@ -39,6 +40,39 @@ def test_arcface_torch_style_pth_with_wrappers_loads(tmp_path):
     load_backbone(target, str(tmp_path / "backbone.pth"))
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values(),
                                                   strict=True))
+
+
+def _old_strip(state: dict, prefixes=("module.", "backbone.", "feature_extractor.")) -> dict:
+    """The hand-written stripping: every leading wrapper prefix, in any order and repeated, off each key."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in prefixes:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+WRAPPED = {"module.backbone.conv1.weight": torch.zeros(1), "backbone.module.fc.bias": torch.ones(1),
+           "module.module.bn.running_mean": torch.full((1,), 2.0), "feature_extractor.features.weight": torch.ones(2),
+           "quality_head.0.weight": torch.zeros(3), "head.module.x": torch.zeros(1)}
+
+
+def test_wrapper_prefixes_are_stripped_wherever_they_lead_nested_or_repeated():
+    stripped = strip_wrappers(WRAPPED)
+    assert stripped.keys() == {"conv1.weight", "fc.bias", "bn.running_mean", "features.weight",
+                               "quality_head.0.weight", "head.module.x"}  # inside a name a prefix stays
+    assert stripped == _old_strip(WRAPPED) and all(stripped[k] is v for k, v in _old_strip(WRAPPED).items())
+    assert "module.backbone.conv1.weight" in WRAPPED  # the caller's dict is not changed
+
+
+def test_custom_prefixes_strip_only_those():
+    assert strip_wrappers(WRAPPED, ("module.",)).keys() == _old_strip(WRAPPED, ("module.",)).keys() == {
+        "backbone.conv1.weight", "backbone.module.fc.bias", "bn.running_mean", "feature_extractor.features.weight",
+        "quality_head.0.weight", "head.module.x"}
 
 
 def test_mismatched_weights_list_missing_and_unexpected_keys(tmp_path):

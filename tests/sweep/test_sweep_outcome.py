@@ -38,6 +38,27 @@ def test_the_table_lists_every_trial_with_its_parameters():
     assert "| b **best** | stopped | 0.05 |" in md
 
 
+# the cells and formats the table has always had (4 significant digits, empty for a missing metric, the best
+# trial marked); only the separator row now spans the column widths
+EXPECTED_MD = """\
+| trial | status | val_pauc_misaligned | last | steps | validations | data.label | data.misalignment |
+|------------|-----------|-----------------------|--------|---------|---------------|--------------|---------------------|
+| a | completed | 0.1235 | 0.08 | 12 | 4 | q_serfiq | 1e-05 |
+| b **best** | stopped | 0.05 | 0.05 | 12 | 4 | q_norm | 3 |
+| c | failed |  |  | 12 | 4 | q_norm | 1 |
+| d | completed | 0.12 | 0.12 | 12 | 4 | q_serfiq | 3.5 |
+| e | completed | 0.07 | 0.07 | 12 | 4 | q_norm | 0.5 |
+"""
+
+
+def test_the_markdown_table_keeps_its_columns_values_and_formats():
+    table = rows()
+    table[0].metric, table[0].params["data.misalignment"] = 0.123456789, 1e-05
+    assert table_md(table, "val_pauc_misaligned", best_row(table, "min")) == EXPECTED_MD
+    assert table_md([], "m", None) == "| trial | status | m | last | steps | validations |\n" \
+                                      "|---------|----------|-----|--------|---------|---------------|\n"
+
+
 def test_importances_rank_the_parameter_that_drives_the_metric():
     labels = ["q_serfiq", "q_norm"]
     varied = [TrialRow(trial=str(i), status="completed", metric=0.1 * i + 0.001 * (i % 2), last=None, steps=1,

@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from aikd.config import DistillConfig
+from aikd.distill.metrics import QUALITY_LOSS, QUALITY_LOSS_MISALIGNED, SPEARMAN, SPEARMAN_MISALIGNED
 from aikd.distill.objective import aikd_loss, quality_loss
 from aikd.distill.params import warmup_schedule
 from aikd.distill.strategy import Strategy
@@ -142,12 +143,12 @@ def validate(model: nn.Module, batches: list[dict], cfg: DistillConfig, device: 
     if not labels:
         return {}
     q, y = torch.cat(preds), torch.cat(labels).float()
-    out = {"val_quality_loss": quality_loss(q, y, cfg.objective), "val_spearman": spearman(q.numpy(), y.numpy()),
+    out = {QUALITY_LOSS: quality_loss(q, y, cfg.objective), SPEARMAN: spearman(q.numpy(), y.numpy()),
            "val_rows": int(len(y))}
     if mis_preds:
         qm = torch.cat(mis_preds)
-        out |= {"val_quality_loss_misaligned": quality_loss(qm, y, cfg.objective),
-                "val_spearman_misaligned": spearman(qm.numpy(), y.numpy())}
+        out |= {QUALITY_LOSS_MISALIGNED: quality_loss(qm, y, cfg.objective),
+                SPEARMAN_MISALIGNED: spearman(qm.numpy(), y.numpy())}
         if comparisons is not None:
             quality = {"aligned": q.numpy().reshape(-1), "misaligned": qm.numpy().reshape(-1)}
             out |= pauc_metrics(comparisons, quality, cfg.validation)

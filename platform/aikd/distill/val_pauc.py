@@ -18,11 +18,12 @@ import torch.nn.functional as F
 
 from aikd.config import ValidationConfig
 from aikd.data.schema import SUBJECT_ID
+from aikd.distill.metrics import PAUC
 from aikd.evaluate.edc import edc_fixed, pair_qualities, pauc
 from aikd.evaluate.pairs import Pairs, build_pairs, comparison_scores
 from aikd.models.transforms import Preprocess
 
-VIEWS = ("aligned", "misaligned")
+VIEWS = tuple(PAUC)  # the validation views: aligned, misaligned
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,11 @@ def comparisons(batches: list[dict], fr: nn.Module, preprocess: Preprocess, cfg:
 
 
 def pauc_metrics(comp: Comparisons, quality: dict[str, np.ndarray], cfg: ValidationConfig) -> dict[str, float]:
-    """``val_pauc_<view>``: pAUC at ``cfg.discard`` of the EDC at ``cfg.fmr``, pair quality = min of the two."""
+    """The pAUC metric of each view: at ``cfg.discard`` of the EDC at ``cfg.fmr``, pair quality = min of the two."""
     p, m = comp.pairs, comp.pairs.mated
     out = {}
     for view in VIEWS:
         q = pair_qualities(quality[view][p.a], quality[view][p.b], "min")
         edc = edc_fixed(comp.scores[view][m], q[m], comp.scores[view][~m], cfg.fmr)
-        out[f"val_pauc_{view}"] = pauc(edc, cfg.discard)
+        out[PAUC[view]] = pauc(edc, cfg.discard)
     return out

@@ -10,41 +10,69 @@ import io
 import json
 
 import numpy as np
+import pandas as pd
 
 from aikd.config import EvaluateConfig
 from aikd.evaluate.edc import pauc
 from aikd.storage import resolve
 
 
-def markdown_table(results: dict, limits: list[float]) -> str:
+def pipe_table(frame: pd.DataFrame) -> str:
+    """A Markdown pipe table of already formatted cells, written as they are: numbers are not parsed
+    again and cells are not padded to the column's width."""
+    return frame.to_markdown(index=False, tablefmt="pipe", stralign=None, numalign=None, disable_numparse=True)
+
+
+def html_table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, border=0)  # cells escaped by pandas
+
+
+def pauc_table(results: dict, limits: list[float]) -> pd.DataFrame:
+    """One row per model, condition and FMR: pAUC per limit (with its interval), and its distance to the best."""
     head = ["model", "condition", "FMR", "FNMR@0"] + [f"pAUC@{lim:g}" for lim in limits] + [
         f"pAUC@{lim:g} - best" for lim in limits]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in results["pauc"]:
         cells = [r["model"], r["condition"], f"{r['fmr']:g}", f"{r['start_fnmr']:.4f}"]
         cells += [_with_interval(r[f"pauc_{lim:g}"], r.get(f"pauc_{lim:g}_ci")) for lim in limits]
         cells += [f"{r[f'pauc_{lim:g}_minus_best']:.4f}" for lim in limits]
-        lines.append("| " + " | ".join(cells) + " |")
-    inv = ["", "| model | condition | Spearman vs aligned |", "|---|---|---|"]
-    inv += [f"| {r['model']} | {r['condition']} | {r['spearman_vs_aligned']:.3f} |" for r in results["invariance"]]
-    return "\n".join(lines + (inv if results["invariance"] else []) + difference_table(results)) + "\n"
+        rows.append(cells)
+    return pd.DataFrame(rows, columns=head)
 
 
 def _with_interval(value: float, ci: list[float] | None) -> str:
     return f"{value:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
 
 
-def difference_table(results: dict) -> list[str]:
-    """Lines of the paired differences (a - b in pAUC; below 0: a is better), with intervals and verdicts."""
-    if not results.get("differences"):
-        return []
+def invariance_table(results: dict) -> pd.DataFrame:
+    rows = [[r["model"], r["condition"], f"{r['spearman_vs_aligned']:.3f}"] for r in results["invariance"]]
+    return pd.DataFrame(rows, columns=["model", "condition", "Spearman vs aligned"])
+
+
+def difference_table(results: dict) -> pd.DataFrame:
+    """The paired differences (a - b in pAUC; below 0: a is better), with intervals and verdicts."""
+    differences = results.get("differences")
+    if not differences:
+        return pd.DataFrame()
     level = results["bootstrap"]["level"]
-    lines = ["", f"| a | b | condition | FMR | pAUC@ | a - b | {level:.0%} interval | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
-    for d in results["differences"]:
-        lines.append(f"| {d['a']} | {d['b']} | {d['condition']} | {d['fmr']:g} | {d['limit']:g} | "
-                     f"{d['difference']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] | {d['verdict']} |")
-    return lines
+    rows = [[d["a"], d["b"], d["condition"], f"{d['fmr']:g}", f"{d['limit']:g}", f"{d['difference']:+.4f}",
+             f"[{d['low']:+.4f}, {d['high']:+.4f}]", d["verdict"]] for d in differences]
+    return pd.DataFrame(rows, columns=["a", "b", "condition", "FMR", "pAUC@", "a - b", f"{level:.0%} interval",
+                                       "verdict"])
+
+
+def report_tables(results: dict, limits: list[float]) -> list[pd.DataFrame]:
+    """The report's tables: pAUC always, invariance and differences when the evaluation has them."""
+    return [pauc_table(results, limits)] + [t for t in (invariance_table(results), difference_table(results))
+                                            if len(t)]
+
+
+def markdown_tables(tables: list[pd.DataFrame]) -> str:
+    return "\n\n".join(pipe_table(t) for t in tables) + "\n"
+
+
+def markdown_table(results: dict, limits: list[float]) -> str:
+    return markdown_tables(report_tables(results, limits))
 
 
 def plot_edc(curves: dict, fmr: float, condition: str, models: list[str], limit: float) -> bytes:
@@ -94,11 +122,8 @@ def _rejects_note(results: dict) -> str:
     return f" ({results['rejected']} of {results['rows']} rows rejected: {reasons}; see _rejects.parquet)"
 
 
-def html_page(results: dict, table_md: str, images: list[tuple[str, str]]) -> str:
-    tables = "".join("<table>" + "".join(  # one HTML table per Markdown table (blocks between blank lines)
-        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
-        for line in block.splitlines() if line.startswith("|") and not line.startswith("|---")) + "</table>"
-        for block in table_md.split("\n\n") if block.strip())
+def html_page(results: dict, tables: list[pd.DataFrame], images: list[tuple[str, str]]) -> str:
+    tables = "".join(html_table(t) for t in tables)
     registered = "".join(f"<li>{html.escape(m['field'])}: {html.escape(m['uri'])} = "
                          f"{html.escape(m['resolved_uri'])}</li>" for m in results.get("registered_models", []))
     registered = f"<p>Registered models used:</p><ul>{registered}</ul>" if registered else ""
@@ -106,7 +131,7 @@ def html_page(results: dict, table_md: str, images: list[tuple[str, str]]) -> st
                       f"<figcaption>{html.escape(caption)}</figcaption></figure>" for name, caption in images)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>aikd evaluation</title>"
             f"<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}"
-            f"td{{border:1px solid #ccc;padding:3px 8px}}figure{{display:inline-block;margin:1em}}</style></head>"
+            f"td,th{{border:1px solid #ccc;padding:3px 8px}}figure{{display:inline-block;margin:1em}}</style></head>"
             f"<body><h1>FIQA evaluation</h1><p>{results['faces']} faces{_rejects_note(results)}, "
             f"{results['mated_pairs']} mated and "
             f"{results['non_mated_pairs']} non-mated comparisons; EDC mode {results['mode']}, pair quality "
@@ -117,7 +142,8 @@ def html_page(results: dict, table_md: str, images: list[tuple[str, str]]) -> st
 
 def write_report(cfg: EvaluateConfig, results: dict, curves: dict) -> dict:
     out = resolve(cfg.out)
-    table = markdown_table(results, cfg.pauc_limits)
+    tables = report_tables(results, cfg.pauc_limits)
+    table = markdown_tables(tables)
     images = []
     for fmr in cfg.fmr:
         for condition in results["conditions"]:
@@ -126,5 +152,5 @@ def write_report(cfg: EvaluateConfig, results: dict, curves: dict) -> dict:
             images.append((name, f"{condition}, FMR {fmr:g}"))
     out.join("pauc.md").write_text(table)
     out.join("report.json").write_text(json.dumps(results, indent=2) + "\n")
-    out.join("index.html").write_text(html_page(results, table, images))
+    out.join("index.html").write_text(html_page(results, tables, images))
     return {"report": out.join("index.html").uri, "table": table, "images": [out.join(n).uri for n, _ in images]}

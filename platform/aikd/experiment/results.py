@@ -51,6 +51,10 @@ def summarise(cfg: ExperimentConfig, variants: list[str], report: dict, samples:
 
 def markdown(results: dict) -> str:
     """The tables of docs/results.md: one per FMR, rows teacher x variant, columns conditions."""
+    import pandas as pd
+
+    from aikd.evaluate.report import pipe_table
+
     rows = results["rows"]
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
     level = results["bootstrap"]["level"]
@@ -59,16 +63,15 @@ def markdown(results: dict) -> str:
            f"resamples of {results['bootstrap']['identities']} evaluation identities; a verdict only where "
            f"the interval excludes 0.", ""]
     for fmr in sorted({r["fmr"] for r in rows}):
-        out += [f"FMR {fmr:g}:", "", "| teacher | variant | " + " | ".join(conditions) + " |",
-                "|---|---|" + "---|" * len(conditions)]
+        table = []
         for teacher in results["teachers"]:
             for variant in results["variants"]:
-                cells = []
+                cells = [teacher, variant]
                 for c in conditions:
                     r = next(r for r in rows if (r["teacher"], r["variant"], r["condition"], r["fmr"]) ==
                              (teacher, variant, c, fmr))
                     mark = {"better": " **better**", "worse": " *worse*"}.get(r["verdict"], "")
                     cells.append(f"{r['difference']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}]{mark}")
-                out.append(f"| {teacher} | {variant} | " + " | ".join(cells) + " |")
-        out.append("")
+                table.append(cells)
+        out += [f"FMR {fmr:g}:", "", pipe_table(pd.DataFrame(table, columns=["teacher", "variant", *conditions])), ""]
     return "\n".join(out)

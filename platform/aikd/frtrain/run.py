@@ -33,7 +33,7 @@ from aikd.frtrain.model import build_models, training_classes
 from aikd.frtrain.worker import SIDECAR, fr_train_loop
 from aikd.job import Job, Outcome, Shape, count_reasons, run_job
 from aikd.jobs import JobKind
-from aikd.models import create_model
+from aikd.models import resolve_model_info
 from aikd.models.weights import CARD_FILE, SPEC_FILE, WEIGHTS_FILE, load_model, preprocess_of
 from aikd.registry import register
 from aikd.storage import Location, resolve
@@ -87,7 +87,7 @@ def config_hash(cfg: FRTrainConfig) -> str:
 
 def _train(cfg: FRTrainConfig, out: Location, job: Job) -> tuple[dict, dict]:
     """Train (resuming from the latest checkpoint), copy the model out, verify trained vs untrained backbones."""
-    cfg.data.require_input_size(create_model(cfg.model, **cfg.model_args).input_size, cfg.model)
+    cfg.data.require_input_size(resolve_model_info(cfg.model, **cfg.model_args).input_size, cfg.model)
     classes = training_classes(cfg)
     if len(classes) < 2:
         raise AikdError(f"need at least 2 training identities with subject_id, found {len(classes)}")

@@ -77,11 +77,11 @@ class Labeller:
             else:
                 out = out.append_column(pa.field(name, pa.float32()), values)
         write_shard(resolve(dst), out)
-        sidecar = {"src": src, "dst": dst, "rows_in": table.num_rows, "rows_out": out.num_rows,
-                   "rejects": rejects, "unscored": unscored}
+        record = {"src": src, "dst": dst, "rows_in": table.num_rows, "rows_out": out.num_rows,
+                  "rejects": rejects, "unscored": unscored}
         # written after the shard: a sidecar means the shard is complete
-        sidecar(dst).write_text(json.dumps(sidecar))
-        return sidecar
+        sidecar(dst).write_text(json.dumps(record))
+        return record
 
 
 def sidecar(dst: str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import OrderedDict
 from typing import Literal
 
 import torch
@@ -18,6 +19,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from aikd.errors import AikdError
 from aikd.models.transforms import Preprocess
@@ -195,17 +197,13 @@ def _why(err: Exception) -> str:
 
 
 def strip_wrappers(state: dict[str, torch.Tensor], prefixes=WRAPPER_PREFIXES) -> dict[str, torch.Tensor]:
-    """Drop DDP/DeepSpeed/student wrapper prefixes (``module.``, ``backbone.``, ...) wherever they lead."""
-    out = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in prefixes:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        out[key] = value
-    return out
+    """Drop DDP/DeepSpeed/student wrapper prefixes (``module.``, ``backbone.``, ...) wherever they lead,
+    nested ones too (``module.backbone.``): torch strips one prefix a call, so it runs until none leads."""
+    out = OrderedDict(state)  # torch strips in place: the caller's dict stays as it was
+    while any(key.startswith(tuple(prefixes)) for key in out):
+        for prefix in prefixes:
+            consume_prefix_in_state_dict_if_present(out, prefix)
+    return dict(out)
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str = "weights") -> None:

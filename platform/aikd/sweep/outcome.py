@@ -13,7 +13,10 @@ import math
 import posixpath
 from dataclasses import asdict, dataclass, field
 
+import pandas as pd
+
 from aikd.config import Dimension
+from aikd.evaluate.report import pipe_table
 from aikd.job import SUMMARY_FILE
 from aikd.storage import Location
 from aikd.tracking import RUN_FILE
@@ -96,12 +99,12 @@ def _cell(value) -> str:
 def table_md(rows: list[TrialRow], metric: str, best: TrialRow | None) -> str:
     params = list(rows[0].params) if rows else []
     head = ["trial", "status", metric, "last", "steps", "validations", *params]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    cells = []
     for r in rows:
         mark = " **best**" if best is not None and r.trial == best.trial else ""
-        cells = [r.trial + mark, r.status, r.metric, r.last, r.steps, r.validations, *r.params.values()]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells.append([_cell(c) for c in (r.trial + mark, r.status, r.metric, r.last, r.steps, r.validations,
+                                         *r.params.values())])
+    return pipe_table(pd.DataFrame(cells, columns=head)) + "\n"
 
 
 def plot(rows: list[TrialRow], space: dict[str, Dimension], metric: str, path: str) -> None:
