@@ -151,7 +151,7 @@ def score_run(report, tmp_path_factory):
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_job_kind_writes_the_same_summary_shape_and_a_finished_tracked_run(kind, request, tracking_db):
-    if kind == "sweep":
+    if kind == "sweep":  # its sweep runs in subprocesses, killed and restarted: its module checks the same
         pytest.skip("the sweep's summary and run are checked where its sweeps run (tests/sweep/test_sweep_run.py)")
     summary = request.getfixturevalue(RUNS[kind])[1]  # each fixture gives (spec, summary, ...)
     assert set(SUMMARY_KEYS) <= set(summary) and summary["job"] == kind

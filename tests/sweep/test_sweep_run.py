@@ -16,6 +16,7 @@ import yaml
 from mlflow import MlflowClient
 
 from aikd.cli import main
+from aikd.job import SUMMARY_KEYS
 from aikd.storage import resolve
 
 pytestmark = pytest.mark.slow
@@ -109,6 +110,8 @@ def grid_sweep(labelled_run, fr_run, s3_server, proxy, tmp_path_factory):
 def test_a_grid_sweep_runs_every_trial_and_registers_the_one_with_the_lowest_metric(grid_sweep):
     home, summary, *_ = grid_sweep
     table = _table(home)
+    assert set(SUMMARY_KEYS) <= set(summary) and summary["job"] == "sweep"  # the job shell's summary
+    assert MlflowClient().get_run(summary["mlflow_run"]).info.status == "FINISHED"
     assert summary["counts"]["trials"] == len(table) == 4 and summary["counts"]["completed"] == 4
     assert sorted((r["data.label"], float(r["data.misalignment"])) for r in table) == sorted(
         (p["data.label"], p["data.misalignment"]) for p in GRID)

@@ -148,9 +148,15 @@ class _Embedder:
 
 
 def quality_model(source: ModelSource, backend: str, threads: int | None, device: torch.device):
-    """(input size, None for a model that reads no images; the callable that scores crops)."""
+    """(input size, None for a model that reads no images; the callable that scores a chunk of faces).
+
+    Every callable takes (crops or None, image ids, subject ids): a teacher may need the
+    ids (an external table, CR-FIQA's classes), a student only the crops.
+    """
     if source.teacher is not None:
         run = _TeacherQuality(source.teacher, source.options)
+        if run.teacher.needs_images and run.teacher.input_size is None:
+            raise AikdError(f"model {source.name}: teacher {source.teacher} reads images but names no input size")
         return (run.teacher.input_size if run.teacher.needs_images else None), run
     model, card = load_model(source.student)
     if card.kind != "student":
