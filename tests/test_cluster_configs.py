@@ -19,10 +19,11 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from aikd.cli import _overrides, build_parser
+from aikd.cli import build_parser
 from aikd.config import DistillConfig, JobSpec, Resources, ScoreConfig, SweepConfig
 from aikd.errors import ConfigError
-from aikd.spec import load_spec, validate
+from aikd.jobs import KINDS, job_kind
+from aikd.spec import load_spec, parse_overrides, validate
 from aikd.sweep.space import check_space, load_base
 
 try:
@@ -36,7 +37,7 @@ AWS = CLUSTER / "aws-gpu.yaml"
 GPU_SPECS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "jobs").glob("*_gpu.yaml"))
 KUBERAY = sorted(p.relative_to(REPO).as_posix() for p in (CLUSTER / "kuberay").glob("*.yaml"))
 RAYJOBS = [p for p in KUBERAY if Path(p).name.startswith("rayjob-")]
-JOB_CLASSES = {cls.kind: cls for cls in JobSpec.__subclasses__()}
+JOB_CLASSES = {kind: job_kind(kind).spec for kind in KINDS}
 SHEBANG = "#!/usr/bin/env -S python -m aikd run"
 # what AWS sells (vCPUs, GPUs): a node type may not declare more than its instance has
 INSTANCES = {"m6i.2xlarge": (8, 0), "m6i.4xlarge": (16, 0), "g5.12xlarge": (48, 4), "g5.48xlarge": (192, 8),
@@ -129,7 +130,7 @@ def spec_runs(command: str) -> list:
 
 def validated(run) -> JobSpec:
     """The spec an invocation runs, loaded with its --set overrides."""
-    return load_job(run.spec, getattr(run, "kind", None), _overrides(run.set))
+    return load_job(run.spec, getattr(run, "kind", None), parse_overrides(run.set))
 
 
 def readme_commands() -> list[str]:

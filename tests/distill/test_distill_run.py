@@ -2,12 +2,13 @@
 
 import json
 
+import yaml
 from mlflow import MlflowClient
 
-from aikd.config import EngineConfig, StudentConfig
+from aikd.config import DistillConfig, EngineConfig, StudentConfig
 from aikd.distill.run import run_distill
 from aikd.distill.worker import SIDECAR
-from aikd.models.weights import load_model
+from aikd.models.weights import SPEC_FILE, load_model
 from aikd.storage import resolve
 from aikd.training import latest_checkpoint, read_json
 
@@ -24,6 +25,12 @@ def test_zero0_run_on_s3_writes_checkpoints_and_a_student(s3_run):
     assert set(card.lineage["label_scaling"]) == {"mean", "std"}
     # best/ holds the EMA student of the lowest validation loss of the whole run
     assert card.lineage["metrics"]["val_quality_loss"] == after_resume["best_val_quality_loss"]
+
+
+def test_the_best_student_holds_the_spec_that_made_it(s3_run):
+    cfg, summary, _ = s3_run  # best/ was last written by the first run or by the resumed, longer one
+    saved = DistillConfig.model_validate(yaml.safe_load(resolve(summary["student"]).join(SPEC_FILE).read_text()))
+    assert saved in (cfg, cfg.model_copy(update={"max_steps": 40}))
 
 
 def test_student_tracks_the_teacher_on_misaligned_views_better_than_the_initial_head(s3_run):
