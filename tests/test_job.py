@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from typing import ClassVar
 
@@ -110,24 +111,28 @@ def test_the_cli_has_a_command_for_every_job_kind_and_each_kind_its_spec_and_run
 
 
 @pytest.fixture(scope="session")
-def experiment_run(labelled_run, fr_run, tmp_path_factory):
-    """The smallest experiment: one teacher, one seed, AI-KD only, on the session's default inputs."""
+def experiment_run(labelled_run, fr_run, s3_run, tmp_path_factory):
+    """The smallest experiment: one teacher, one seed, AI-KD only, on the session's default inputs. Its one
+    distill run is the session's finished one (an experiment keeps finished runs), so it only evaluates."""
     from aikd.config import ExperimentConfig
     from aikd.experiment.run import run_experiment
 
     job, _ = labelled_run
     cfg_fr, _ = fr_run
+    _, distilled, _ = s3_run  # teacher norm, like the experiment's
     root = tmp_path_factory.mktemp("experiment")
     default = root / "default"
     shutil.copytree(cfg_fr.data.shards[0], default / "faces")  # the embedded default's layout, built already
     shutil.copytree(cfg_fr.out, default / "fr_model")
     shutil.copytree(job.out, default / "labelled")
+    finished_run = root / "out" / "distill" / "norm-ai-kd-s0"
+    finished_run.mkdir(parents=True)
+    (finished_run / SUMMARY_FILE).write_text(json.dumps(distilled))
     cfg = ExperimentConfig.model_validate({
         "name": "tiny", "root": str(root / "out"), "teachers": ["norm"], "seeds": [0],
         "default": {"root": str(default), "image_size": 64, "teachers": ["norm"], "teacher": "norm"},
-        "distill": {"max_steps": 4, "data.val_fraction": 0.2}, "variants": {"ai-kd": {}},
-        "eval_identities": 8, "eval_samples_per_identity": 4, "misalignment": [3.0], "fmr": [1e-2],
-        "non_mated": 2000, "ci_resamples": 100})
+        "variants": {"ai-kd": {}}, "eval_identities": 8, "eval_samples_per_identity": 4, "misalignment": [3.0],
+        "fmr": [1e-2], "non_mated": 2000, "ci_resamples": 100})
     return cfg, run_experiment(cfg)
 
 

@@ -287,8 +287,9 @@ def test_gallery_scoring_puts_its_actors_on_both_worker_nodes(cluster, shared, d
     root, common, _, _ = shared
     job = submit(cluster, "jobs/score.yaml", _score_overrides(gallery[0], common, f"{root}/scores"), WHOLE_POOL)
     summary = json.loads(resolve(f"{root}/scores/_summary.json").read_text())
-    assert summary["counts"]["rows"] == gallery[1] == summary["counts"]["rows_scored"] + summary["counts"]["rejected"]
-    assert summary["models"][0]["uri"].startswith("models:/aikd-student/")  # resolved from @candidate
+    counts = summary["counts"]
+    assert counts["rows"] == gallery[1] == counts["rows_scored"] + counts["rejected"]
+    assert summary["scored_with"][0]["uri"].startswith("models:/aikd-student/")  # resolved from @candidate
     assert set(cluster.actor_nodes(job, "Scorer")) == set(cluster.alive()) - {"head"}
 
 

@@ -91,7 +91,7 @@ def _location(monkeypatch, errors: list[BaseException], s3: bool = True) -> tupl
 def test_s3_reads_retry_transient_errors_four_attempts_in_all(monkeypatch, sleeps):
     location, fs = _location(monkeypatch, [TRANSIENT] * 3)
     assert location.read_bytes() == b"data" and fs.calls == 4 and sleeps == [0.5, 1.0, 2.0]
-    assert storage.S3_READS.attempts == storage.READ_ATTEMPTS == 4
+    assert storage.S3_WHOLE_OBJECTS.attempts == storage.READ_ATTEMPTS == 4
 
 
 def test_an_s3_read_that_keeps_failing_raises_its_last_os_error(monkeypatch, sleeps):

@@ -65,3 +65,20 @@ def test_small_objects_are_read_whole_through_transient_store_faults(s3_server, 
         assert sum(proxy.figures()["faults"].values()) > 0
     finally:
         proxy.stop()
+
+
+def test_whole_objects_are_written_through_transient_store_faults(s3_server, monkeypatch):
+    """The S3 client does not retry every failed write (a 503 SlowDown completing an upload): the write is."""
+    from fault_proxy import FaultProxy
+
+    proxy = FaultProxy(s3_server, rate=0.3, seed=5).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        for k in range(8):
+            resolve(f"s3://aikd-test/storage/written/{k}.json").write_json({"k": k})
+        assert sum(proxy.figures()["faults"].values()) > 0
+    finally:
+        proxy.stop()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)  # read back past the proxy
+    assert [resolve(f"s3://aikd-test/storage/written/{k}.json").read_json() for k in range(8)] == [
+        {"k": k} for k in range(8)]

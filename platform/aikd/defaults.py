@@ -32,8 +32,10 @@ def ensure_default_inputs(default: EmbeddedDefault, run: Callable[[JobSpec], dic
         log(f"bootstrap: synthetic faces -> {faces}")
         write_synthetic(faces, SynthConfig(identities=default.identities,
                                            samples_per_identity=default.samples_per_identity, seed=default.seed))
-    for kind, spec in (("fr-train", FRTrainConfig), ("label", LabelConfig)):
+    stages = (("fr-train", FRTrainConfig, "FR pretraining"),
+              ("label", LabelConfig, f"teacher labels {default.teachers}"))
+    for kind, spec, what in stages:
         cfg = validate(spec, default.stage(kind), source="embedded default")
         if kind in needed and not resolve(cfg.out).join(SUMMARY_FILE).exists():
-            log(f"bootstrap: {kind} -> {cfg.out}")
+            log(f"bootstrap: {what} -> {cfg.out}")
             run(cfg)

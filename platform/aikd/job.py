@@ -6,12 +6,13 @@ A job module keeps only its own work; :func:`run_job` does the rest, in this ord
 2. keep the rerun contract's skip: a job that skips finished work and whose summary
    exists returns that summary;
 3. take the output's lock where the job writes a shared output (:mod:`aikd.lock`);
-4. pin ``models:/`` URIs to the versions they name now (:func:`aikd.registry.resolve_models`);
-5. open the tracked MLflow run (continued under the output by resumable jobs);
-6. run the work, which returns its :class:`Outcome`;
-7. write the summary (:data:`SUMMARY_FILE`, the same keys for every job);
-8. log the outcome's metrics and output files to the run;
-9. close the run FINISHED, or FAILED / KILLED when the work raised.
+4. join or start Ray;
+5. pin ``models:/`` URIs to the versions they name now (:func:`aikd.registry.resolve_models`);
+6. open the tracked MLflow run (continued under the output by resumable jobs);
+7. run the work, which returns its :class:`Outcome`;
+8. write the summary (:data:`SUMMARY_FILE`, the same keys for every job);
+9. log the outcome's metrics and output files to the run;
+10. close the run FINISHED, or FAILED / KILLED when the work raised.
 
 A user error (:class:`aikd.errors.AikdError`) stays one line in the CLI and a bug keeps
 its traceback: the shell catches nothing but to close the run with its status.
@@ -19,6 +20,7 @@ its traceback: the shell catches nothing but to close the run with its status.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +29,9 @@ from typing import Literal
 from aikd.config import JobSpec
 from aikd.data.shards import SUMMARY_FILE  # side files of an output start with '_': a shard listing skips them
 from aikd.defaults import ensure_default_inputs
+from aikd.lock import output_lock
 from aikd.redact import redact
+from aikd.runtime import ensure_ray
 from aikd.storage import Location
 
 # every job's summary has these keys; a job's own fields sit beside them
@@ -94,23 +98,23 @@ def count_reasons(rejects: list[tuple[str, str]]) -> dict[str, int]:
 
 
 def run_job(cfg: JobSpec, shape: Shape, work: Callable[[Job], Outcome]) -> dict:
-    """Run one job through the shell; its summary (also written under ``shape.out``)."""
-    from aikd.runtime import ensure_ray
+    """Run one job through the shell; its summary (also written under ``shape.out``).
 
+    Ray is joined or started only for work that needs it: to build the embedded default,
+    and once the output's lock is held (a job refused by the lock, or skipped because
+    it finished, starts none).
+    """
     start = time.perf_counter()
-    ensure_ray(dashboard=shape.dashboard)
     if getattr(cfg, "bootstrap", None) is not None:
         from aikd.jobs import run_config  # the job kinds load lazily: each of them runs through this shell
 
+        ensure_ray(dashboard=shape.dashboard)
         ensure_default_inputs(cfg.bootstrap, upto=cfg.kind, run=run_config)
     if shape.skip_finished and (done := finished(shape.out)) is not None:
         print(f"{cfg.kind}: {shape.out.uri} has finished; its summary stands", flush=True)
         return done | {"skipped": True}
-    if not shape.lock:
-        return _tracked(cfg, shape, work, start)
-    from aikd.lock import output_lock
-
-    with output_lock(shape.out, cfg.kind):
+    with output_lock(shape.out, cfg.kind) if shape.lock else contextlib.nullcontext():
+        ensure_ray(dashboard=shape.dashboard)
         return _tracked(cfg, shape, work, start)
 
 

@@ -2,11 +2,12 @@
 
 Each kind's package has a ``run.py`` whose :data:`JOB` says what the kind is: its spec
 model and its runner (which goes through :func:`aikd.job.run_job`); its help line is here.
+Like the model and teacher registries, this one imports its entries lazily, from a
+fixed table in code: no module is ever imported by a name a spec gives.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,10 +22,51 @@ class JobKind:
     run: Callable[..., dict]  # run(cfg) -> the job's summary
 
 
-# kind -> the module holding its JOB
-KINDS = {"fr-train": "aikd.frtrain.run", "label": "aikd.label.run", "distill": "aikd.distill.run",
-         "evaluate": "aikd.evaluate.run", "score": "aikd.score.run", "sweep": "aikd.sweep.run",
-         "experiment": "aikd.experiment.run"}
+def _fr_train() -> JobKind:
+    from aikd.frtrain.run import JOB
+
+    return JOB
+
+
+def _label() -> JobKind:
+    from aikd.label.run import JOB
+
+    return JOB
+
+
+def _distill() -> JobKind:
+    from aikd.distill.run import JOB
+
+    return JOB
+
+
+def _evaluate() -> JobKind:
+    from aikd.evaluate.run import JOB
+
+    return JOB
+
+
+def _score() -> JobKind:
+    from aikd.score.run import JOB
+
+    return JOB
+
+
+def _sweep() -> JobKind:
+    from aikd.sweep.run import JOB
+
+    return JOB
+
+
+def _experiment() -> JobKind:
+    from aikd.experiment.run import JOB
+
+    return JOB
+
+
+# kind -> the loader of its JOB
+KINDS = {"fr-train": _fr_train, "label": _label, "distill": _distill, "evaluate": _evaluate, "score": _score,
+         "sweep": _sweep, "experiment": _experiment}
 # kind -> one line of help, here so that `aikd --help` imports no job module
 HELP = {"fr-train": "train a small FR backbone + margin head (Ray Train)",
         "label": "write teacher FIQA quality columns onto face shards",
@@ -38,7 +80,7 @@ HELP = {"fr-train": "train a small FR backbone + margin head (Ray Train)",
 def job_kind(kind: str) -> JobKind:
     if kind not in KINDS:
         raise ConfigError(f"unknown job kind {kind!r}; valid: {', '.join(KINDS)}")
-    return importlib.import_module(KINDS[kind]).JOB
+    return KINDS[kind]()
 
 
 def run_config(cfg: JobSpec) -> dict:

@@ -4,7 +4,7 @@
 variables (pyarrow ignores ``AWS_ENDPOINT_URL`` by itself, so it is read here);
 ``file:///abs/path`` and plain paths go to the local filesystem. S3 calls retry
 transient errors with the AWS standard strategy; whole-object reads also retry the few
-transient errors that strategy gives up on (:data:`S3_READS`).
+transient errors that strategy gives up on (:data:`S3_WHOLE_OBJECTS`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,10 @@ def transient(err: BaseException) -> bool:
     return isinstance(err, OSError) and any(marker in str(err) for marker in TRANSIENT)
 
 
-# a whole S3 object read: 4 attempts, 0.5, 1 and 2 s apart, on the transient errors only
-S3_READS = Policy(attempts=READ_ATTEMPTS, wait=doubling(0.5), retryable=transient)
+# a whole S3 object read or write: 4 attempts, 0.5, 1 and 2 s apart, on the transient errors only. A
+# write is whole (the object appears when its upload completes), so writing it again is safe; the S3
+# client does not retry the completion of a multipart upload that meets a 503 SlowDown.
+S3_WHOLE_OBJECTS = Policy(attempts=READ_ATTEMPTS, wait=doubling(0.5), retryable=transient)
 
 
 class StorageError(AikdError):
@@ -77,12 +79,16 @@ class Location:
             with self.fs.open_input_stream(self.path) as f:
                 return f.read()
 
-        return S3_READS.call(read) if self.is_s3 else read()
+        return S3_WHOLE_OBJECTS.call(read) if self.is_s3 else read()
 
     def write_bytes(self, data: bytes) -> None:
         self.parent().makedirs()
-        with self.fs.open_output_stream(self.path) as f:
-            f.write(data)
+
+        def write() -> None:
+            with self.fs.open_output_stream(self.path) as f:
+                f.write(data)
+
+        S3_WHOLE_OBJECTS.call(write) if self.is_s3 else write()
 
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")
