@@ -10,13 +10,15 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import PurePosixPath
 
+import pyarrow.fs as pafs
 import pytest
 import yaml
 from mlflow import MlflowClient
 
 from aikd.cli import main
-from aikd.job import SUMMARY_KEYS
+from aikd.job import SUMMARY_FILE, SUMMARY_KEYS
 from aikd.storage import resolve
 
 pytestmark = pytest.mark.slow
@@ -58,7 +60,7 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float, what: str) -> N
     while not condition():
         assert proc.poll() is None, f"the sweep ended (rc {proc.returncode}) before {what}"
         assert time.monotonic() < deadline, f"no {what} after {timeout:.0f} s"
-        time.sleep(2)
+        time.sleep(1)
 
 
 def _mtime(location) -> int:
@@ -83,24 +85,30 @@ def grid_sweep(labelled_run, fr_run, s3_server, proxy, tmp_path_factory):
     home = resolve(storage).join("grid")
     trials = home.join("trials")
 
-    def files(suffix):
-        return trials.list_files(suffix) if trials.exists() else []
+    def files() -> list[PurePosixPath]:
+        # one listing per look, hidden files included: the trials' summaries are `_summary.json`
+        if not trials.exists():
+            return []
+        found = trials.fs.get_file_info(pafs.FileSelector(trials.path, recursive=True))
+        return [PurePosixPath(f.path) for f in found if f.type == pafs.FileType.File]
 
-    def finished():
-        return files("_summary.json")
+    def finished(found) -> set[str]:
+        return {f.parent.name for f in found if f.name == SUMMARY_FILE}
 
     def interrupted_with_checkpoint():
         # Ray Train's snapshot, not the sidecar: a checkpoint counts once Ray has registered it (with S3
         # faults slowing uploads, a kill between the upload and the registration restarts the trial at 0)
-        dirs = {f.parent().name for f in files("checkpoint_manager_snapshot.json")}
-        return len(finished()) >= 2 and dirs - {f.parent().name for f in finished()}
+        found = files()
+        done = finished(found)
+        return len(done) >= 2 and {f.parent.name for f in found if f.name == "checkpoint_manager_snapshot.json"} - done
 
     logs = [root / "first.log", root / "second.log"]
     through_faults = {"AWS_ENDPOINT_URL": proxy.url}
     faults_before = sum(proxy.figures()["faults"].values())
     with _sweep(spec, logs[0], through_faults) as proc:  # killed when the condition holds
         _wait_for(interrupted_with_checkpoint, proc, 600, "two finished trials and a third with a checkpoint")
-    before = {f.parent().name: (_mtime(f), f.read_bytes()) for f in finished()}
+    before = {name: (_mtime(trials.join(name, SUMMARY_FILE)), trials.join(name, SUMMARY_FILE).read_bytes())
+              for name in finished(files())}
     with _sweep(spec, logs[1], through_faults) as proc:
         assert proc.wait(timeout=900) == 0, logs[1].read_text()[-3000:]
     faults = sum(proxy.figures()["faults"].values()) - faults_before
