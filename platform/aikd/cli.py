@@ -16,10 +16,21 @@ from aikd.errors import AikdError, ConfigError
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors in one line, like every other user error (the usage is in --help)."""
+    """Usage errors in one line, like every other user error (the usage is in --help). A job command's
+    --help ends with its spec's fields."""
+
+    spec_kind: str | None = None
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if self.spec_kind is None:
+            return text
+        from aikd.fields import fields_help, job_spec
+
+        return f"{text}\n{fields_help(job_spec(self.spec_kind))}\n"
 
 
 def _progress(description: str, total: int | None):
@@ -112,6 +123,13 @@ def _cmd_models(args: argparse.Namespace):
     return registry.pull(args.ref, args.out, uri)
 
 
+def _cmd_spec(args: argparse.Namespace) -> None:
+    from aikd.fields import commented_spec, job_spec
+    from aikd.jobs import HELP
+
+    print(commented_spec(args.kind, job_spec(args.kind), HELP[args.kind]), end="")
+
+
 def _cmd_components(args: argparse.Namespace) -> None:
     from aikd.components import describe_components, render_components
 
@@ -169,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     from aikd.jobs import HELP
 
     for kind, text in [*HELP.items(), ("run", "run any job spec by its 'job:' field (what an executable spec calls)")]:
-        job = sub.add_parser(kind, help=text)
-        job.add_argument("spec", help="job spec YAML (see jobs/)")
+        job = sub.add_parser(kind, help=text, formatter_class=argparse.RawDescriptionHelpFormatter)
+        job.spec_kind = None if kind == "run" else kind
+        job.add_argument("spec", help=f"job spec YAML (see jobs/; `aikd spec {kind}` prints one to start from)"
+                         if kind != "run" else "job spec YAML (see jobs/)")
         job.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field, e.g. epochs=3")
         job.set_defaults(func=_cmd_job, kind=None if kind == "run" else kind)
 
@@ -197,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--tracking-uri", default=None,
                        help="default: MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db")
         q.set_defaults(func=_cmd_models)
+
+    s = sub.add_parser("spec", help="print a complete spec of a job kind, every field at its default, commented")
+    s.add_argument("kind", choices=sorted(HELP))
+    s.set_defaults(func=_cmd_spec)
 
     c = sub.add_parser("components", help="the backbones, heads and teachers a spec can name, with what they take")
     c.set_defaults(func=_cmd_components)

@@ -17,6 +17,7 @@ from aikd.models.weights import (
     save_model,
     strip_wrappers,
 )
+from aikd.storage import resolve
 
 
 def test_safetensors_round_trip_is_bit_exact(storage_root):
@@ -27,6 +28,7 @@ def test_safetensors_round_trip_is_bit_exact(storage_root):
     loaded, card = load_model(storage_root)
     assert card.kind == "student" and card.arguments == {"width": 0.5} and card.lineage == {"teacher": "q_serfiq"}
     assert read_card(storage_root).input_size == 64
+    assert resolve(storage_root).join("card.json").read_json()["colour_order"] == "RGB"  # stated, not assumed
     for (k, a), (k2, b) in zip(student.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert k == k2 and a.dtype == b.dtype and torch.equal(a, b)
     _, extra = read_tensors(storage_root)

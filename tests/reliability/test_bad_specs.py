@@ -18,21 +18,10 @@ import yaml
 from aikd.cli import main
 from aikd.jobs import job_kind
 from aikd.spec import load_spec
+from minimal_specs import MINIMAL  # beside conftest.py
 
 MISSING = object()  # the field is left out
 
-# the smallest valid spec of each job kind: each case below changes exactly one field
-MINIMAL = {
-    "fr-train": {"data": {"shards": ["faces"], "split_by": "subject_id"}, "out": "model"},
-    "label": {"shards": ["faces"], "out": "labelled", "teachers": [{"name": "norm", "options": {"model": "fr"}}]},
-    "distill": {"name": "run", "storage": "runs", "data": {"shards": ["labelled"], "label": "q_norm"},
-                "student": {"weights": "fr"}},
-    "evaluate": {"shards": ["faces"], "out": "report", "fr_model": "fr",
-                 "models": [{"name": "norm", "teacher": "norm"}]},
-    "score": {"shards": ["faces"], "out": "scores", "models": [{"name": "student", "model": "best"}]},
-    "sweep": {"name": "sweep", "storage": "sweeps", "base": "distill.yaml"},
-    "experiment": {"name": "exp", "root": "exp", "default": {"root": "default"}, "variants": {"ai-kd": {}}},
-}
 TEACHERS = "crfiqa, external, norm, serfiq"
 MODELS = "iresnet100, iresnet18, iresnet200, iresnet34, iresnet50, iresnet_small, iresnet_tiny"
 PLAIN = "must be a plain name"

@@ -77,7 +77,8 @@ class Plan:
     label_std: float = 1.0
 
     def scale(self, labels) -> torch.Tensor:
-        return (torch.as_tensor(labels, dtype=torch.float32) - self.label_mean) / self.label_std
+        # a copy: the labels come from Arrow's read-only buffers, which torch cannot share
+        return (torch.tensor(labels, dtype=torch.float32) - self.label_mean) / self.label_std
 
     @classmethod
     def make(cls, cfg: DistillConfig, train_rows_per_epoch: float, world_size: int,

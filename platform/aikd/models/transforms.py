@@ -16,11 +16,14 @@ import torch
 
 def to_input(images: np.ndarray | torch.Tensor, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
              device: torch.device | str | None = None) -> torch.Tensor:
-    """(x / 255 - mean) / std, NCHW in channels_last layout. Done on the target device: a GPU does it free."""
+    """(x / 255 - mean) / std, NCHW in channels_last layout. Done on the target device: a GPU does it free.
+    The caller's array is never written (the arithmetic runs on a float copy)."""
+    if isinstance(images, np.ndarray) and not images.flags.writeable:
+        images = images.copy()  # Arrow's buffers are read-only and torch cannot hold read-only memory
     t = torch.as_tensor(images)
     if device is not None:
         t = t.to(device, non_blocking=True)
-    t = t.permute(0, 3, 1, 2).float().div_(255.0)
+    t = t.permute(0, 3, 1, 2).to(torch.float32, copy=True).div_(255.0)
     m = torch.tensor(mean, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
     return t.sub_(m).div_(s).contiguous(memory_format=torch.channels_last)

@@ -44,6 +44,9 @@ class ModelCard(BaseModel):
     architecture: str = Field(description="registry name of the backbone")
     arguments: dict = Field(default_factory=dict, description="create_model overrides")
     input_size: int
+    # every aikd batch is RGB (decoded images are converted once, in the pipeline), so a card says so;
+    # a model trained on BGR input (OpenCV's order) must be converted before it is saved here
+    colour_order: Literal["RGB"] = Field("RGB", description="channel order of the input")
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     embedding_dim: int = 512
