@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 
 from aikd.errors import AikdError, ConfigError
+
+VERBOSE_HELP = "print Ray's own output too (its workers' lines, plans, internals); also AIKD_VERBOSE=1"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -155,6 +158,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="aikd", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="generate synthetic faces as shards")
@@ -230,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--identities", type=int, default=None, help="default: the embedded default's")
     d.add_argument("--samples-per-identity", type=int, default=None, help="default: the embedded default's")
     d.set_defaults(func=_cmd_demo)
+    for command in sub.choices.values():  # `aikd distill spec.yaml --verbose` as well as `aikd --verbose ...`
+        command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
@@ -244,6 +250,10 @@ def _error(args: argparse.Namespace, text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        from aikd.console import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"  # read where Ray starts, and by the processes a job starts
     try:
         result = args.func(args)
     except AikdError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import ray
@@ -9,7 +10,8 @@ import torch
 
 
 def ensure_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
-    """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local instance.
+    """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local instance; the
+    console then shows aikd's lines only (:mod:`aikd.console`).
 
     Storage variables (AWS_*) must be set before this: workers inherit the environment
     of the process that starts Ray. ``dashboard``: a local instance runs it (its State
@@ -17,11 +19,16 @@ def ensure_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
     """
     if ray.is_initialized():
         return
+    from aikd.console import quiet_libraries, quiet_ray, verbose
+
+    quiet_libraries()
+    level = logging.INFO if verbose() else logging.WARNING  # "Started a local Ray instance" and kin
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-        return
-    # address="local": a new instance, never a cluster someone left running on this machine
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True)
+        context = ray.init(log_to_driver=True, logging_level=level)
+    else:  # address="local": a new instance, never a cluster someone left running on this machine
+        context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True,
+                           logging_level=level)
+    quiet_ray(context.address_info.get("session_dir"))
 
 
 def actor_device() -> torch.device:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import aikd
 from aikd.config import JobSpec, TrackingConfig
+from aikd.console import say
 from aikd.redact import redact
 from aikd.storage import Location
 
@@ -179,7 +180,7 @@ def log_from_worker(tracker: Tracker | None, metrics: dict, step: int, job: str)
     try:
         tracker.log_metrics(metrics, step=step)
     except Exception as err:  # the checkpoint, not the metric, is what must not be lost
-        print(f"{job}: warning: MLflow metrics of step {step} not logged ({type(err).__name__}: {err})", flush=True)
+        say(f"{job}: warning: MLflow metrics of step {step} not logged ({type(err).__name__}: {err})")  # in a worker
 
 
 def _lineage_tags(kind: str, inputs: dict[str, list[str] | str], outputs: dict[str, str]) -> dict:

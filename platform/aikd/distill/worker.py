@@ -22,6 +22,7 @@ import torch.nn as nn
 from ray.train import Checkpoint
 
 from aikd.config import DistillConfig, ValidationConfig
+from aikd.console import say
 from aikd.distill.loop import EMA, Distiller, Plan, TrainState, rows_to_skip
 from aikd.distill.params import param_groups
 from aikd.distill.strategy import Strategy, create_strategy
@@ -104,7 +105,7 @@ def load_checkpoint(strategy: Strategy, run: str, validation: ValidationConfig) 
         if saved is not None and validation.better(saved, state.best_val):
             state.best_val = saved
     if strategy.is_rank0:
-        print(f"distill: resumed at step {state.step} ({state.consumed} samples consumed)", flush=True)
+        say(f"distill: resumed at step {state.step} ({state.consumed} samples consumed)")
     state.world_size = strategy.world_size
     return state
 
@@ -154,8 +155,8 @@ def report_and_checkpoint(cfg: DistillConfig, strategy: Strategy, config_hash: s
         if strategy.is_rank0:
             if improved and ema is not None:
                 save_best(cfg, run, ema, state, metrics, plan)
-            print("distill: validation " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                    for k, v in metrics.items() if v is not None), flush=True)
+            say("distill: validation " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                  for k, v in metrics.items() if v is not None))
             log_from_worker(tracker, {k: v for k, v in metrics.items() if k not in ("step", "consumed")},
                             state.step, "distill")
         with tempfile.TemporaryDirectory() as directory:
@@ -181,5 +182,5 @@ def train_loop(config: dict) -> None:
     tracker = Tracker.attach(config["tracking"]) if strategy.is_rank0 else None
     distiller = Distiller(cfg, strategy, target, plan, validation_cache(cfg),
                           report_and_checkpoint(cfg, strategy, config["config_hash"], plan, config["run"], tracker),
-                          log=lambda line: print(f"distill: {line}", flush=True), fr=frozen)
+                          log=lambda line: say(f"distill: {line}"), fr=frozen)
     distiller.run(batches, state)

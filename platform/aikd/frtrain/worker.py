@@ -21,6 +21,7 @@ import torch.nn as nn
 from ray.train import Checkpoint
 
 from aikd.config import FRTrainConfig
+from aikd.console import say
 from aikd.distill.loop import rows_to_skip
 from aikd.frtrain.model import FRModel, build_models
 from aikd.models.weights import CENTRES, card_for, load_model, preprocess_of, save_model
@@ -113,7 +114,7 @@ def fr_train_loop(config: dict) -> None:
     device = train_device(cfg.resources.gpus_per_worker)
     model, backbone, head, optimizer, schedule, state = setup_model(cfg, classes, total)
     if rank == 0 and state["step"]:
-        print(f"fr-train: resumed at step {state['step']} ({state['consumed']} images consumed)", flush=True)
+        say(f"fr-train: resumed at step {state['step']} ({state['consumed']} images consumed)")
     state |= {"world_size": world, "config_hash": config["config_hash"]}
     preprocess = preprocess_of(backbone)
     index = {s: i for i, s in enumerate(classes)}
@@ -135,8 +136,8 @@ def fr_train_loop(config: dict) -> None:
         seen, loss_sum = seen + len(y), loss_sum + loss.item()
         if rank == 0 and state["step"] % cfg.log_every == 0:
             rate = seen / (time.perf_counter() - start)
-            print(f"fr-train step {state['step']}/{total} loss {loss_sum / cfg.log_every:.3f} "
-                  f"epoch {int(batch['epoch'][-1])} {rate:.0f} img/s/worker", flush=True)
+            say(f"fr-train step {state['step']}/{total} loss {loss_sum / cfg.log_every:.3f} "
+                f"epoch {int(batch['epoch'][-1])} {rate:.0f} img/s/worker")
             log_from_worker(tracker, {"train_loss": loss_sum / cfg.log_every, "images_per_s_per_worker": rate},
                             state["step"], "fr-train")
             loss_sum = 0.0

@@ -3,7 +3,7 @@
 A sweep lives at ``<storage>/<name>/``: ``sweep.json`` (the spec it was started with),
 Ray Tune's experiment in ``tune/``, one distill run per trial in ``trials/<trial id>/``,
 and when it ends the trial table (``trials.csv``, ``trials.md``), ``trials.png``,
-``importances.json`` and ``summary.json``. The sweep is an MLflow run; every trial is
+``importances.json`` and ``_summary.json``. The sweep is an MLflow run; every trial is
 a run nested under it, in the same experiment.
 
 Rerun contract: resume. Starting the same sweep again restores Tune's experiment
@@ -40,7 +40,7 @@ from aikd.sweep.space import (
     trial_resources,
     tune_space,
 )
-from aikd.sweep.trial import TRIALS, run_trial
+from aikd.sweep.trial import TRIALS, TrialLines, run_trial
 from aikd.tracking import Tracker, tracking_uri
 
 SPEC_FILE = "sweep.json"
@@ -163,7 +163,8 @@ def _tuner(cfg: SweepConfig, space: dict, trainable, home: Location, concurrency
         tune_config=tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=cfg.trials,
                                     max_concurrent_trials=concurrency, reuse_actors=scheduler is None,
                                     trial_dirname_creator=lambda trial: trial.trial_id),
-        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=home.path, storage_filesystem=home.fs, verbose=1))
+        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=home.path, storage_filesystem=home.fs, verbose=0,
+                                  callbacks=[TrialLines(cfg.metric)]))
 
 
 @dataclass(frozen=True)

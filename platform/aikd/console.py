@@ -1,0 +1,75 @@
+"""What a job prints: aikd's own lines on the console, Ray's output in its session's log files.
+
+Ray forwards every line its workers and actors print to the driver: Ray Data's execution
+plans, Ray Train's internals, placement-group cleaners, each prefixed with the process
+that printed it. A job's console keeps only aikd's lines (they start with a job kind or
+stage name, ``distill: step 10/40 ...``) and drops the rest; nothing is lost, since Ray
+writes every worker's output to ``<session>/logs`` on its node, and the job prints that
+path once. Errors still reach the console: an exception in a worker is raised in the
+driver, which prints a user error as one line and a bug with its traceback.
+
+``aikd --verbose`` (or ``AIKD_VERBOSE=1`` in the environment, for ``ray job submit``)
+forwards everything, as Ray does by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+VERBOSE_ENV = "AIKD_VERBOSE"
+# the first word of every line aikd prints, in a driver or a worker
+OURS = re.compile(r"^(fr-train|label|distill|evaluate|score|sweep|experiment|registry|ingest|demo|synth|bootstrap)\b")
+# loggers of this driver's libraries -> the level the console shows of them: Ray Data's and Ray's own notes
+# (execution plans, "progress bars disabled", the local instance's token authentication) and MLflow's
+# database set-up are no news to a user; Ray Data also writes its log to the session's logs folder
+QUIET_LOGGERS = {"ray": logging.WARNING, "ray.train": logging.WARNING, "ray.tune": logging.WARNING,
+                 "ray.data": logging.ERROR, "ray._private.authentication": logging.ERROR, "mlflow": logging.WARNING}
+
+
+def say(line: str) -> None:
+    """Print one line, once. In a Ray Train worker ``print`` is patched to copy each line to Train's logger,
+    whose console handler prints it a second time; writing to the stream directly does not go through it."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def ours(line: str) -> bool:
+    return OURS.match(line) is not None
+
+
+def quiet_libraries() -> None:
+    """Before Ray starts: the libraries' loggers at the levels above (nothing changes in verbose mode)."""
+    if verbose():
+        return
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def quiet_ray(session_dir: str | None) -> None:
+    """Once Ray runs: forward only aikd's lines from Ray's processes and say once where the rest is.
+    Does nothing in verbose mode."""
+    if verbose():
+        return
+    from ray._private import worker as ray_worker
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    def forward(data: dict) -> None:
+        kept = [line for line in data.get("lines", []) if ours(line)]
+        if kept:
+            ray_worker.print_to_stdstream(data | {"lines": kept}, ignore_prefix=True)
+
+    # Ray's own handler has this name (ray._private.worker.connect); ours takes its place. Should a
+    # Ray release rename it, both would print and the console test fails on the doubled lines.
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.remove_handler("aikd_console")
+    dispatcher.add_handler("aikd_console", forward)
+    quiet_libraries()  # again: Ray's start-up may have configured its loggers
+    if session_dir:
+        say(f"ray: its own output is in {session_dir}/logs (aikd --verbose shows it here)")

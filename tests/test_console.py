@@ -1,0 +1,87 @@
+"""What a job prints: aikd's lines once each, Ray's own output left in its log files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from aikd.console import ours
+
+# lines Ray prints that a user must not have to read (seen on a plain `make demo`)
+NOISE = ["PlacementGroupCleaner", "State API may be temporarily unavailable", "Execution plan of Dataset",
+         "Progress bars disabled", "Starting execution of Dataset", "Trial status", "Checkpoint successfully created",
+         "Reporting training result", "(RayTrainWorker pid=", "(MapWorker(", "core_worker.cc"]
+
+
+@pytest.mark.parametrize(("line", "kept"), [
+    ("distill: step 10/40 consistency 0.13 quality 0.54 41 img/s/worker", True),
+    ("fr-train step 20/60 loss 3.2 epoch 1 80 img/s/worker", True),
+    ("sweep: trial 1f5e0fae ended at step 14: val_pauc_misaligned 0.0952 (data.label=q_norm)", True),
+    ("registry: downloading student version 3 failed (timed out); retrying", True),
+    ("Execution plan of Dataset train_0: InputDataBuffer[Input] -> ActorPoolMapOperator[MapBatches(Align)]", False),
+    ("Exception in thread PlacementGroupCleanerMonitor:", False),
+    ("Checkpoint successfully created at: Checkpoint(filesystem=s3, path=...)", False),
+    ("distiller: not ours, only a prefix of ours", False),
+])
+def test_only_lines_that_start_with_a_job_or_stage_name_are_ours(line, kept):
+    assert ours(line) is kept
+
+
+def _job_output(code: str, env: dict | None = None) -> str:
+    """Run ``code`` (which starts Ray through ensure_ray and a one-worker Ray Train run) in a fresh process."""
+    import os
+
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=os.environ | (env or {}), timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+TRAIN = """
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from aikd.console import say
+    from aikd.runtime import ensure_ray
+
+    def work():
+        print("Execution plan of Dataset x: a line Ray would print")
+        say("distill: step 1/1 from the worker")
+
+    ensure_ray(num_cpus=2)
+    TorchTrainer(work, scaling_config=ScalingConfig(num_workers=1),
+                 run_config=RunConfig(storage_path="{storage}", name="console")).fit()
+"""
+
+
+def test_a_worker_line_reaches_the_console_once_and_ray_noise_stays_in_the_log_files(tmp_path):
+    out = _job_output(TRAIN.format(storage=tmp_path))
+    assert out.count("distill: step 1/1 from the worker") == 1, out[-3000:]
+    assert "ray: its own output is in " in out
+    assert not [line for line in out.splitlines() if any(n in line for n in NOISE)], out[-3000:]
+
+
+TASK = """
+    import time
+
+    import ray
+
+    from aikd.runtime import ensure_ray
+
+    @ray.remote
+    def work():
+        print("Execution plan of Dataset x: a line Ray would print")
+        print("score: a line of ours")
+
+    ensure_ray(num_cpus=1)
+    ray.get(work.remote())
+    time.sleep(2)  # the log monitor forwards worker lines every few hundred ms
+"""
+
+
+def test_verbose_brings_rays_output_back():  # the quiet case is the Train run's above
+    loud = _job_output(TASK, env={"AIKD_VERBOSE": "1"})
+    assert "Execution plan of Dataset x" in loud and "score: a line of ours" in loud
