@@ -11,6 +11,7 @@ Runs in its own pytest process (marker ``cluster``, see the Makefile).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -60,9 +61,13 @@ class Node:
         """Preemption: the node's raylet dies at once; its workers follow it."""
         os.kill(self.raylet_pid(), signal.SIGKILL)
 
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+
     def stop(self) -> None:
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.terminate()
             self.proc.wait(timeout=20)
         except ProcessLookupError:
             pass
@@ -169,6 +174,8 @@ def cluster(s3_server, tmp_path_factory):
             c.add_worker(name)
         yield c
     finally:
+        for node in c.nodes.values():  # all at once: each takes seconds to shut down
+            node.terminate()
         for node in reversed(list(c.nodes.values())):
             node.stop()
 
