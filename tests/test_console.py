@@ -9,11 +9,7 @@ import textwrap
 import pytest
 
 from aikd.console import ours
-
-# lines Ray prints that a user must not have to read (seen on a plain `make demo`)
-NOISE = ["PlacementGroupCleaner", "State API may be temporarily unavailable", "Execution plan of Dataset",
-         "Progress bars disabled", "Starting execution of Dataset", "Trial status", "Checkpoint successfully created",
-         "Reporting training result", "(RayTrainWorker pid=", "(MapWorker(", "core_worker.cc"]
+from console_check import noise  # beside conftest.py
 
 
 @pytest.mark.parametrize(("line", "kept"), [
@@ -61,7 +57,7 @@ def test_a_worker_line_reaches_the_console_once_and_ray_noise_stays_in_the_log_f
     out = _job_output(TRAIN.format(storage=tmp_path))
     assert out.count("distill: step 1/1 from the worker") == 1, out[-3000:]
     assert "ray: its own output is in " in out
-    assert not [line for line in out.splitlines() if any(n in line for n in NOISE)], out[-3000:]
+    assert not noise(out) and "core_worker.cc" not in out, out[-3000:]
 
 
 TASK = """

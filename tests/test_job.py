@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from typing import ClassVar
 
@@ -33,7 +34,8 @@ def _status(tracking_db: str, run_id: str) -> str:
     return MlflowClient(tracking_db).get_run(run_id).info.status
 
 
-def test_a_job_writes_the_common_summary_keys_beside_its_own_and_finishes_its_run(ray_local, tracking_db, tmp_path):
+def test_a_job_writes_the_common_summary_keys_beside_its_own_and_finishes_its_run(ray_local, tracking_db, tmp_path,
+                                                                                 capsys):
     cfg = ProbeSpec(out=str(tmp_path / "out"))
 
     def work(job: Job) -> Outcome:
@@ -52,6 +54,10 @@ def test_a_job_writes_the_common_summary_keys_beside_its_own_and_finishes_its_ru
     assert run.data.metrics["quality.mean"] == 0.5 and run.data.metrics["counts.rows"] == 3
     artifacts = {a.path for a in MlflowClient(tracking_db).list_artifacts(run.info.run_id)}
     assert {SUMMARY_FILE, "result.txt"} <= artifacts
+    lines = capsys.readouterr().out.splitlines()  # a start line, and a result line naming the summary
+    assert lines[0] == f"probe: started, writing {resolve(cfg.out).uri}"
+    assert re.fullmatch(rf"probe: done in \d+ s \(rows 3, rejected 1\); rejected: undecodable image 1; "
+                        rf"summary: {re.escape(resolve(cfg.out).join(SUMMARY_FILE).uri)}", lines[-1]), lines[-1]
 
 
 def test_a_user_error_in_the_work_fails_the_run_and_writes_no_summary(ray_local, tracking_db, tmp_path):

@@ -96,10 +96,12 @@ def _job(kind: str | None, spec: str):
     return job_kind(kind)
 
 
-def _cmd_job(args: argparse.Namespace) -> dict:
+def _cmd_job(args: argparse.Namespace) -> dict | None:
+    """The job's own last line names its summary file; --json prints the summary itself (for scripts)."""
     from aikd.spec import parse_overrides
 
-    return run_spec(args.kind, args.spec, parse_overrides(args.set))
+    summary = run_spec(args.kind, args.spec, parse_overrides(args.set))
+    return summary if args.json else None
 
 
 def _cmd_submit(args: argparse.Namespace) -> dict:
@@ -196,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         job.add_argument("spec", help=f"job spec YAML (see jobs/; `aikd spec {kind}` prints one to start from)"
                          if kind != "run" else "job spec YAML (see jobs/)")
         job.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec field, e.g. epochs=3")
+        job.add_argument("--json", action="store_true", help="print the job's summary as JSON at the end")
         job.set_defaults(func=_cmd_job, kind=None if kind == "run" else kind)
 
     sb = sub.add_parser("submit", help="submit a job spec to a Ray cluster (Ray's job submission client)")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from aikd.config import JobSpec
+from aikd.console import say
 from aikd.data.shards import SUMMARY_FILE  # side files of an output start with '_': a shard listing skips them
 from aikd.defaults import ensure_default_inputs
 from aikd.lock import output_lock
@@ -75,7 +76,7 @@ class Job:
     models: list[dict]  # the models:/ URIs pinned, as resolve_models reports them
 
     def log(self, text: str) -> None:
-        print(f"{self.cfg.kind}: {text}", flush=True)
+        say(f"{self.cfg.kind}: {text}")
 
 
 def summary_path(out: Location) -> Location:
@@ -126,13 +127,23 @@ def _tracked(cfg: JobSpec, shape: Shape, work: Callable[[Job], Outcome], start: 
     cfg, models = resolve_models(cfg, shape.out)
     resume = shape.out if shape.rerun == "resume" else None
     with job_run(cfg, shape.name, shape.inputs, shape.outputs, resume_under=resume, tags=shape.tags) as tracker:
+        say(f"{cfg.kind}: started, writing {shape.out.uri}")
         outcome = work(Job(cfg, shape.out, tracker, models))
         summary = _summary(asked, shape, models, outcome, tracker, time.perf_counter() - start)
         summary_path(shape.out).write_json(summary)
+        say(result_line(summary, summary_path(shape.out).uri))
         if tracker is not None:
             tracker.log_metrics(outcome.metrics | {"seconds": summary["seconds"]} | {"counts": outcome.counts})
             tracker.log_outputs(shape.out, [SUMMARY_FILE, *outcome.files], outcome.artifact_path)
     return summary
+
+
+def result_line(summary: dict, where: str) -> str:
+    """A job's last line: how long, its counts and rejects by reason, where its summary is."""
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if not isinstance(v, dict | list))
+    rejects = "; rejected: " + ", ".join(f"{why} {n}" for why, n in summary["rejects"].items()) \
+        if summary["rejects"] else ""
+    return f"{summary['job']}: done in {summary['seconds']:.0f} s ({counts}){rejects}; summary: {redact(where)}"
 
 
 def _summary(cfg: JobSpec, shape: Shape, models: list[dict], outcome: Outcome, tracker, seconds: float) -> dict:

@@ -24,6 +24,7 @@ from aikd.label.run import run_label
 from aikd.lock import LOCK_FILE
 from aikd.score.run import read_scores
 from aikd.storage import resolve
+from console_check import noise  # beside the suite's conftest
 
 ONE = {"workers": 1, "cpus_per_worker": 1.0}
 
@@ -58,8 +59,8 @@ def labelled(faces, fr_run, run_job, proxy, s3_server):
     spec = {"job": "label", "shards": [shards], "out": f"s3://{BUCKET}/{out_key}", "batch_size": 8,
             "resources": ONE, "teachers": [{"name": "norm", "options": {"model": cfg_fr.out}}]}
     before = proxy.figures()
-    killed, twin, _ = crash_three_times(lambda: run_job(["label"], spec), s3_server, out_key, "_progress")
-    return spec, killed, twin, delta(before, proxy.figures(), "label, 4 starts (3 killed) + a refused twin")
+    killed, twin, last = crash_three_times(lambda: run_job(["label"], spec), s3_server, out_key, "_progress")
+    return spec, killed, twin, delta(before, proxy.figures(), "label, 4 starts (3 killed) + a refused twin"), last
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +71,12 @@ def scored(faces, worker_loss_run, run_job, proxy, s3_server):
             "models": [{"name": "student", "model": f"s3://{BUCKET}/reliability/runs/worker-loss/best"}],
             "decode": {"workers": 1, "cpus_per_worker": 0.5}, "resources": ONE}
     before = proxy.figures()
-    killed, twin, _ = crash_three_times(lambda: run_job(["score"], spec), s3_server, out_key, "_manifest")
-    return spec, killed, twin, delta(before, proxy.figures(), "score, 4 starts (3 killed) + a refused twin")
+    killed, twin, last = crash_three_times(lambda: run_job(["score"], spec), s3_server, out_key, "_manifest")
+    return spec, killed, twin, delta(before, proxy.figures(), "score, 4 starts (3 killed) + a refused twin"), last
 
 
 def test_label_killed_three_times_ends_with_every_face_labelled_exactly_once(labelled, faces):
-    spec, killed, _, _ = labelled
+    spec, killed, *_ = labelled
     _, ids, _ = faces
     table = read_shards(spec["out"], labels=("q_norm",))
     assert sorted(table["image_id"].to_pylist()) == ids  # none lost, none twice
@@ -86,7 +87,7 @@ def test_label_killed_three_times_ends_with_every_face_labelled_exactly_once(lab
 
 
 def test_label_through_faults_and_crashes_equals_an_undisturbed_run(labelled, faces, ray_local, tmp_path):
-    spec, _, _, traffic = labelled
+    spec, _, _, traffic, _ = labelled
     cfg = LabelConfig(shards=[faces[0]], out=str(tmp_path / "ref"), resources=Resources(workers=1),
                       teachers=[TeacherSpec(name="norm", options=spec["teachers"][0]["options"])])
     run_label(cfg)
@@ -98,7 +99,7 @@ def test_label_through_faults_and_crashes_equals_an_undisturbed_run(labelled, fa
 
 
 def test_scoring_killed_three_times_ends_with_every_face_scored_exactly_once(scored, faces):
-    spec, killed, _, traffic = scored
+    spec, killed, _, traffic, _ = scored
     _, ids, _ = faces
     scores = read_scores(spec["out"])
     assert sorted(scores["image_id"].to_pylist()) == ids
@@ -112,8 +113,17 @@ def test_scoring_killed_three_times_ends_with_every_face_scored_exactly_once(sco
 
 @pytest.mark.parametrize("which", ["labelled", "scored"])
 def test_a_second_job_on_the_same_output_refuses_in_one_line(which, request):
-    _, _, twin, _ = request.getfixturevalue(which)
+    _, _, twin, *_ = request.getfixturevalue(which)
     assert twin.proc.returncode == 2
     lines = [line for line in twin.lines if "being written by another" in line]
     assert len(lines) == 1 and ": error: " in lines[0], twin.output[-2000:]
     assert "Traceback" not in twin.output
+
+
+@pytest.mark.parametrize("which", ["labelled", "scored"])
+def test_the_last_start_prints_its_start_and_result_lines_and_none_of_rays(which, request):
+    spec, *_, last = request.getfixturevalue(which)
+    kind = spec["job"]
+    assert f"{kind}: started, writing {spec['out']}" in last and f"{kind}: done in " in last, last[-3000:]
+    assert f"summary: {spec['out']}/_summary.json" in last and "ray: its own output is in " in last
+    assert not noise(last), noise(last)

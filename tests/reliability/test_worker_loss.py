@@ -20,6 +20,7 @@ import re
 from mlflow import MlflowClient
 
 from aikd.storage import resolve
+from console_check import doubled, noise  # beside the suite's conftest
 
 
 def _summary(run) -> dict:
@@ -58,3 +59,10 @@ def test_the_run_read_checkpointed_and_registered_through_injected_faults(worker
     assert worker_loss_run["proxy"]["faults"] > 0
     version = MlflowClient(faulty_tracking).get_model_version_by_alias("reliability-student", "candidate")
     assert version.tags["aikd.steps"] == "30"
+
+
+def test_the_runs_console_shows_each_step_line_once_and_none_of_rays(worker_loss_run):
+    output = worker_loss_run["output"]
+    assert "distill: started, writing " in output and "distill: done in " in output, output[-3000:]
+    assert re.search(r"^distill: step \d+/30 ", output, re.M)  # the workers' progress, without Ray's prefix
+    assert not doubled(output, "distill:") and not noise(output), (doubled(output, "distill:"), noise(output))

@@ -5,6 +5,7 @@
 import contextlib
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from mlflow import MlflowClient
 from aikd.cli import main
 from aikd.job import SUMMARY_FILE, SUMMARY_KEYS
 from aikd.storage import resolve
+from console_check import doubled, noise  # beside conftest.py
 
 pytestmark = pytest.mark.slow
 GRID = [{"data.label": label, "data.misalignment": strength}
@@ -159,6 +161,15 @@ def test_a_killed_sweep_started_again_keeps_its_finished_trials(grid_sweep):
     assert len({f.parent().name for f in home.join("trials").list_files("config.json")}) == 4
     # the trial interrupted by the kill continued its distill run from its checkpoint
     assert "distill: resumed at step" in second
+
+
+def test_a_sweeps_console_has_a_line_per_ended_trial_and_none_of_rays(grid_sweep):
+    *_, (first, second), _, _ = grid_sweep
+    line = r"^sweep: trial (\w+) ended at step 14: val_pauc_misaligned [\d.]+ \(data.label="
+    ended = re.findall(line, first + second, re.M)
+    assert len(set(ended)) == 4, (first + second)[-3000:]  # each trial's line, in the run that finished it
+    for log in (first, second):
+        assert not noise(log) and not doubled(log, "distill:"), (noise(log), doubled(log, "distill:"))
 
 
 def test_a_finished_sweep_started_again_registers_nothing_new(grid_sweep, capsys):
