@@ -13,8 +13,14 @@ Measured in one run, on the same synthetic faces and the same student:
   NCHW batches, as the research code feeds its model), the same step, using the whole
   machine (DataLoader workers = N, torch threads = CPUs).
 
+* (c) DDP gradient layout: two gloo ranks stepping the same student under DDP on
+  channels_last input, once with the student in torch's default layout (its weight
+  gradients come out channels_last, unlike DDP's buckets: torch warns and copies them
+  every step) and once in channels_last, as the DDP strategy and fr-train keep it.
+
 ``ratio_vs_compute_bound`` = full loop per worker / (a); ``ratio_vs_reference`` = full
-loop, all workers together / (b). With ``--gpu`` the full loop runs on GPUs in the
+loop, all workers together / (b); ``ddp_channels_last_speedup`` = (c) channels_last /
+default layout. With ``--gpu`` the full loop runs on GPUs in the
 reference setting (IResNet-100, 112x112, bf16, batch 64) and the JSON names the device.
 Prints one JSON object as its last line.
 """
@@ -123,6 +129,61 @@ def concurrent_bound(model: str, size: int, batch: int, threads: int, steps: int
     return float(np.mean(rates))
 
 
+def _ddp_rank(rank: int, init: str, model: str, size: int, batch: int, threads: int, steps: int,
+              channels_last: bool, out) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    torch.manual_seed(0)
+    student = Student(create_model(model, input_size=size))
+    if channels_last:
+        student = student.to(memory_format=torch.channels_last)
+    ddp = torch.nn.parallel.DistributedDataParallel(student)
+    opt = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
+    x = to_input(np.random.default_rng(rank).integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
+
+    def step():
+        emb, q = ddp(x)
+        opt.zero_grad()
+        (q.pow(2).mean() + emb.pow(2).mean()).backward()
+        opt.step()
+
+    step()
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    out.put(steps * batch / (time.perf_counter() - start))
+    dist.destroy_process_group()
+
+
+def ddp_layout_rate(model: str, size: int, batch: int, threads: int, steps: int, channels_last: bool) -> float:
+    """Per-rank images/s of two DDP ranks (gloo) on channels_last input, the student in either layout."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        init = f"file://{tmp}/rendezvous"
+        ranks = [ctx.Process(target=_ddp_rank, args=(r, init, model, size, batch, threads, steps, channels_last, out))
+                 for r in range(2)]
+        for p in ranks:
+            p.start()
+        rates = [out.get(timeout=900) for _ in ranks]
+        for p in ranks:
+            p.join()
+    return float(np.mean(rates))
+
+
+def ddp_layouts(model: str, size: int, batch: int, threads: int, steps: int) -> dict:
+    default = ddp_layout_rate(model, size, batch, threads, steps, channels_last=False)
+    last = ddp_layout_rate(model, size, batch, threads, steps, channels_last=True)
+    return {"ddp_default_layout_images_per_s_per_rank": round(default, 1),
+            "ddp_channels_last_images_per_s_per_rank": round(last, 1),
+            "ddp_channels_last_speedup": round(last / default, 3)}
+
+
 def reference_rate(faces: str, model: str, size: int, batch: int, workers: int, steps: int) -> float:
     """The single-process reference loop over image files (bench/pipeline.py's dataset)."""
     import sys
@@ -188,6 +249,8 @@ def main() -> None:
                         help="data_buffer_mb of the run (default 32, 256 with --gpu): small against the run, so "
                              "the decoders work throughout as in a long run instead of buffering most of it early")
     parser.add_argument("--gpu", action="store_true", help="reference GPU setting: iresnet100, 112, bf16, batch 64")
+    parser.add_argument("--ddp-layout-only", action="store_true",
+                        help="only (c): the DDP step rate with the student in the default layout vs channels_last")
     args = parser.parse_args()
     if args.gpu:
         args.model, args.size, args.batch = "iresnet100", 112, 64
@@ -195,6 +258,12 @@ def main() -> None:
     args.buffer_mb = args.buffer_mb or (256 if args.gpu else 32)
 
     cpus = os.cpu_count() or 1
+    threads = max(1, cpus // 2)  # each of the two ranks
+    if args.ddp_layout_only:
+        print(json.dumps({"bench": "distill", "device": f"cpu x{cpus}", "model": args.model, "input": args.size,
+                          "micro_batch": args.batch, "steps": args.steps, "threads_per_rank": threads}
+                         | ddp_layouts(args.model, args.size, args.batch, threads, args.steps)))
+        return
     with tempfile.TemporaryDirectory() as root:
         val_fraction = 0.02
         images = args.images or math.ceil(args.steps * args.batch * args.workers / (1 - val_fraction) * 1.05)
@@ -220,6 +289,7 @@ def main() -> None:
         bound = concurrent_bound(args.model, args.size, args.batch, threads, max(args.steps // 4, 5), args.workers)
         reference = None if args.gpu else reference_rate(faces, args.model, args.size, args.batch, args.workers,
                                                           steps=max(args.steps // 2, 10))
+        layouts = {} if args.gpu else ddp_layouts(args.model, args.size, args.batch, threads, max(args.steps // 4, 5))
     per_worker = loop["images_per_s_per_worker"]
     result = {
         "bench": "distill",
@@ -236,7 +306,7 @@ def main() -> None:
         "ratio_vs_compute_bound": round(per_worker / bound, 3),
         "ratio_vs_reference": None if reference is None else round(per_worker * args.workers / reference, 3),
         "goal": {"ratio_vs_compute_bound": 0.85, "ratio_vs_reference": 1.5},
-    }
+    } | layouts
     print(json.dumps(result))
 
 

@@ -143,7 +143,10 @@ class DeepSpeedStrategy(Strategy):
 
 class DDPStrategy(Strategy):
     def _prepare(self, student: nn.Module, groups: list[dict]) -> None:
-        student = student.to(self.device)
+        # channels_last like the input batches: a convolution's weight gradient takes its input's layout, and
+        # DDP's gradient buckets take the parameter's; parameters in the same layout keep the two in step
+        # (otherwise DDP warns "Grad strides do not match bucket view strides" and copies every step)
+        student = student.to(self.device, memory_format=torch.channels_last)
         self.module = student
         self.model = student
         if self.world_size > 1:

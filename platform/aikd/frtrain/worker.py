@@ -41,7 +41,9 @@ def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.o
 def setup_model(cfg: FRTrainConfig, classes: list[str], total_steps: int):
     """Backbone + head (from the checkpoint when resuming), DDP-prepared, with optimizer and schedule."""
     backbone, head = build_models(cfg, len(classes))
-    model = FRModel(backbone, head)
+    # channels_last like the input batches, so that each weight gradient has its parameter's layout, which
+    # DDP's gradient buckets expect (else it warns about grad strides and copies them every step)
+    model = FRModel(backbone, head).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                 momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = poly_schedule(optimizer, total_steps)
