@@ -11,7 +11,6 @@ Runs in its own pytest process (marker ``cluster``, see the Makefile).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -61,13 +60,9 @@ class Node:
         """Preemption: the node's raylet dies at once; its workers follow it."""
         os.kill(self.raylet_pid(), signal.SIGKILL)
 
-    def terminate(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-
     def stop(self) -> None:
         try:
-            self.terminate()
+            os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=20)
         except ProcessLookupError:
             pass
@@ -174,9 +169,7 @@ def cluster(s3_server, tmp_path_factory):
             c.add_worker(name)
         yield c
     finally:
-        for node in c.nodes.values():  # all at once: each takes seconds to shut down
-            node.terminate()
-        for node in reversed(list(c.nodes.values())):
+        for node in reversed(list(c.nodes.values())):  # the workers first: a worker that loses its head waits
             node.stop()
 
 
