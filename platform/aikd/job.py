@@ -127,7 +127,7 @@ def _tracked(cfg: JobSpec, shape: Shape, work: Callable[[Job], Outcome], start: 
     cfg, models = resolve_models(cfg, shape.out)
     resume = shape.out if shape.rerun == "resume" else None
     with job_run(cfg, shape.name, shape.inputs, shape.outputs, resume_under=resume, tags=shape.tags) as tracker:
-        say(f"{cfg.kind}: started, writing {shape.out.uri}")
+        say(f"{cfg.kind}: started, writing {redact(shape.out.uri)}")
         outcome = work(Job(cfg, shape.out, tracker, models))
         summary = _summary(asked, shape, models, outcome, tracker, time.perf_counter() - start)
         summary_path(shape.out).write_json(summary)

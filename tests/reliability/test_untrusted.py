@@ -378,8 +378,8 @@ def secrets_job(synth_shards, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env |= {k: secret[k] for k in PLANTED_ENV} | {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow/mlflow.db",
                                                   "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "aikd", "fr-train", str(root / "spec.yaml")], env=env, cwd=root,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "aikd", "fr-train", str(root / "spec.yaml"), "--json"], env=env,
+                          cwd=root, capture_output=True, text=True, timeout=300)
     (root / "stdout.log").write_text(proc.stdout)
     (root / "stderr.log").write_text(proc.stderr)
     yield {"proc": proc, "root": root, "ray": Path(ray_tmp), "secret": secret, "faces": synth_shards}
