@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from aikd.cli import build_parser
 from aikd.config import JobSpec
 from aikd.errors import AikdError
-from aikd.job import SUMMARY_FILE, SUMMARY_KEYS, Job, Outcome, Shape, finished, run_job
+from aikd.job import SUMMARY_FILE, SUMMARY_KEYS, Job, Outcome, Shape, finished, result_line, run_job
 from aikd.jobs import HELP, KINDS, job_kind
 from aikd.lock import LOCK_FILE
 from aikd.storage import resolve
@@ -93,6 +93,14 @@ def test_a_resumable_job_continues_its_tracked_run_and_a_recomputed_one_opens_a_
     other = ProbeSpec(out=str(tmp_path / "other"))
     fresh = [run_job(other, _shape(other.out), lambda job: Outcome(counts={}))["mlflow_run"] for _ in range(2)]
     assert fresh[0] != fresh[1]
+
+
+def test_the_result_line_names_the_commonest_reject_reasons_and_counts_the_rest():
+    summary = {"job": "label", "seconds": 12.4, "counts": {"rows": 10, "rejected": 7},
+               "rejects": {"undecodable image": 1, "no face": 4, "too small": 1, "missing file": 1}}
+    line = result_line(summary, "s3://b/out/_summary.json")
+    assert line == ("label: done in 12 s (rows 10, rejected 7); rejected: no face 4, undecodable image 1, too small 1 "
+                    "and 1 more reasons (in the summary); summary: s3://b/out/_summary.json")
 
 
 def test_a_job_on_a_shared_output_holds_its_lock_while_it_works(ray_local, tmp_path):

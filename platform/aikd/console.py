@@ -48,6 +48,7 @@ def quiet_libraries() -> None:
     """Before Ray starts: the libraries' loggers at the levels above (nothing changes in verbose mode)."""
     if verbose():
         return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow sets its level from this when imported
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
 

@@ -138,11 +138,16 @@ def _tracked(cfg: JobSpec, shape: Shape, work: Callable[[Job], Outcome], start: 
     return summary
 
 
+REASONS_SHOWN = 3  # the result line names the commonest reject reasons; the summary holds them all
+
+
 def result_line(summary: dict, where: str) -> str:
     """A job's last line: how long, its counts and rejects by reason, where its summary is."""
     counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if not isinstance(v, dict | list))
-    rejects = "; rejected: " + ", ".join(f"{why} {n}" for why, n in summary["rejects"].items()) \
-        if summary["rejects"] else ""
+    common = sorted(summary["rejects"].items(), key=lambda item: -item[1])
+    rejects = "; rejected: " + ", ".join(f"{why} {n}" for why, n in common[:REASONS_SHOWN]) if common else ""
+    if len(common) > REASONS_SHOWN:
+        rejects += f" and {len(common) - REASONS_SHOWN} more reasons (in the summary)"
     return f"{summary['job']}: done in {summary['seconds']:.0f} s ({counts}){rejects}; summary: {redact(where)}"
 
 
