@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     from aikd.jobs import HELP
 
     for kind, text in [*HELP.items(), ("run", "run any job spec by its 'job:' field (what an executable spec calls)")]:
-        job = sub.add_parser(kind, help=text, formatter_class=argparse.RawDescriptionHelpFormatter)
+        job = sub.add_parser(kind, help=text)
         job.spec_kind = None if kind == "run" else kind
         job.add_argument("spec", help=f"job spec YAML (see jobs/; `aikd spec {kind}` prints one to start from)"
                          if kind != "run" else "job spec YAML (see jobs/)")
