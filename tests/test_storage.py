@@ -67,6 +67,43 @@ def test_small_objects_are_read_whole_through_transient_store_faults(s3_server, 
         proxy.stop()
 
 
+def test_the_s3_clients_retries_do_not_run_out_in_a_long_job(s3_server, monkeypatch):
+    """A job makes thousands of requests; under a fault rate the client must keep retrying them all
+    (the SDK's "standard" strategy stops retrying once about 100 retries have drained its quota)."""
+    from fault_proxy import FaultProxy
+
+    resolve("s3://aikd-test/storage/long.json").write_json({})
+    proxy = FaultProxy(s3_server, rate=0.3, seed=7).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        target = resolve("s3://aikd-test/storage/long.json")
+        for _ in range(600):  # the client's own retries only: no whole-request policy around this call
+            assert target.fs.get_file_info(target.path).type == pafs.FileType.File
+        assert sum(proxy.figures()["faults"].values()) > 150
+    finally:
+        proxy.stop()
+
+
+def test_lookups_and_listings_go_through_transient_store_faults(s3_server, monkeypatch):
+    """The S3 client's own retries draw on a quota that a long run under faults empties; then a HEAD
+    answered by a bodiless 503 fails at once. Lookups are tried again as whole requests."""
+    from fault_proxy import FaultProxy
+
+    for k in range(3):
+        resolve(f"s3://aikd-test/storage/looked/{k}.json").write_json({"k": k})
+    proxy = FaultProxy(s3_server, rate=0.1, seed=6).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setattr("aikd.storage.S3_RETRIES", 1)  # a client whose retries are spent
+        root = resolve("s3://aikd-test/storage/looked")
+        for _ in range(10):
+            assert root.join("1.json").exists() and not root.join("9.json").exists()
+            assert [loc.name for loc in root.list_files(".json")] == ["0.json", "1.json", "2.json"]
+        assert sum(proxy.figures()["faults"].values()) > 0
+    finally:
+        proxy.stop()
+
+
 def test_whole_objects_are_written_through_transient_store_faults(s3_server, monkeypatch):
     """The S3 client does not retry every failed write (a 503 SlowDown completing an upload): the write is."""
     from fault_proxy import FaultProxy

@@ -3,8 +3,9 @@
 ``s3://bucket/prefix`` goes to pyarrow's S3 client configured from the standard AWS
 variables (pyarrow ignores ``AWS_ENDPOINT_URL`` by itself, so it is read here);
 ``file:///abs/path`` and plain paths go to the local filesystem. S3 calls retry
-transient errors with the AWS standard strategy; whole-object reads also retry the few
-transient errors that strategy gives up on (:data:`S3_WHOLE_OBJECTS`).
+transient errors with the AWS SDK's default strategy (no retry quota); whole-object
+reads and writes, and lookups of what is at a path, also retry the few transient errors
+that strategy gives up on (:data:`S3_WHOLE_OBJECTS`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def transient(err: BaseException) -> bool:
     return isinstance(err, OSError) and any(marker in str(err) for marker in TRANSIENT)
 
 
-# a whole S3 object read or write: 4 attempts, 0.5, 1 and 2 s apart, on the transient errors only. A
-# write is whole (the object appears when its upload completes), so writing it again is safe; the S3
-# client does not retry the completion of a multipart upload that meets a 503 SlowDown.
+# a whole S3 object read or write, or a lookup: 4 attempts, 0.5, 1 and 2 s apart, on the transient
+# errors only. A write is whole (the object appears when its upload completes), so writing it again is
+# safe; the S3 client does not retry the completion of a multipart upload that meets a 503 SlowDown, nor
+# a HEAD answered by a bodiless 503 (it reads as "AWS Error UNKNOWN (HTTP status 503)").
 S3_WHOLE_OBJECTS = Policy(attempts=READ_ATTEMPTS, wait=doubling(0.5), retryable=transient)
 
 
@@ -66,8 +68,15 @@ class Location:
     def is_s3(self) -> bool:
         return isinstance(self.fs, pafs.S3FileSystem)
 
+    def info(self, what: pafs.FileSelector | None = None):
+        """``fs.get_file_info`` of this path (or of ``what``), tried again on S3's transient errors."""
+        def look():
+            return self.fs.get_file_info(self.path if what is None else what)
+
+        return S3_WHOLE_OBJECTS.call(look) if self.is_s3 else look()
+
     def exists(self) -> bool:
-        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+        return self.info().type != pafs.FileType.NotFound
 
     def makedirs(self) -> None:
         # Object stores have no directories; creating one on S3 would only add a marker.
@@ -141,14 +150,14 @@ class Location:
 
     def list_files(self, suffix: str = "") -> list[Location]:
         """Files directly or recursively under this location, sorted, hidden ones skipped."""
-        info = self.fs.get_file_info(self.path)
+        info = self.info()
         if info.type == pafs.FileType.File:
             return [self]
         if info.type == pafs.FileType.NotFound:
             raise StorageError(f"nothing at {self.uri}")
         selector = pafs.FileSelector(self.path, recursive=True)
         out = []
-        for item in self.fs.get_file_info(selector):
+        for item in self.info(selector):
             name = posixpath.basename(item.path)
             if item.type != pafs.FileType.File or name.startswith((".", "_")):
                 continue
@@ -175,7 +184,10 @@ def _env(*names: str) -> str | None:
 def s3_filesystem() -> pafs.S3FileSystem:
     """pyarrow S3 client from the standard AWS environment, endpoint override included."""
     kwargs: dict = {
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_RETRIES),
+        # The SDK's default strategy, not its "standard" one: the standard strategy draws every retry
+        # from a quota (about 100 retries, refilled one per success) that a long job under a 10 %
+        # fault rate empties, after which no request is retried at all.
+        "retry_strategy": pafs.AwsDefaultS3RetryStrategy(max_attempts=S3_RETRIES),
         "allow_bucket_creation": True,
     }
     endpoint = _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
