@@ -10,6 +10,7 @@ def test_demo_runs_the_whole_slice_on_a_tiny_default(ray_local, tmp_path):
     page = resolve(result["report"]).read_text()
     assert "edc_misaligned_3_fmr0.001.png" in page and "edc_box_fmr0.01.png" in page
     assert "| AI-KD student (serfiq) | misaligned_3 |" in result["table"]
+    assert result["overview"].splitlines()[0] == "| FMR | model | aligned | misaligned_3 | misaligned_6 | box |"
     assert len(result["verdict"]) == 8 and all("its teacher" in line for line in result["verdict"])
     # the student was registered, and the evaluation scored it through its alias
     assert result["registered"]["uri"].startswith("models:/aikd-demo-student/")

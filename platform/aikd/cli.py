@@ -36,14 +36,17 @@ class _Parser(argparse.ArgumentParser):
         return f"{text}\n{fields_help(job_spec(self.spec_kind))}\n"
 
 
-def _progress(description: str, total: int | None):
-    """A progress bar on a terminal; none where stderr is a file or a pipe, whose reader gets the summary
-    and, on a user error, its one line."""
+@contextlib.contextmanager
+def _progress(stage: str, unit: str, total: int | None):
+    """An ``advance(n)`` callback: a live bar on a terminal; nothing where stderr is a file or a pipe, whose
+    reader gets the summary and, on a user error, its one line."""
     if not sys.stderr.isatty():
-        return contextlib.nullcontext(lambda n: None)
-    from aikd.progress import progress_bar
+        yield lambda n: None
+        return
+    from aikd.progress import Progress
 
-    return progress_bar(description, total)
+    with Progress(stage, unit, total, live=True) as shown:
+        yield shown.advance
 
 
 def _cmd_synth(args: argparse.Namespace) -> dict:
@@ -55,14 +58,14 @@ def _cmd_synth(args: argparse.Namespace) -> dict:
                           min_canvas=args.min_canvas, max_canvas=args.max_canvas)
     except ValueError as err:
         raise ConfigError(f"synth: {err}") from None
-    with _progress("synth", cfg.total) as advance:
+    with _progress("synth", "faces", cfg.total) as advance:
         return write_synthetic(args.out, cfg, rows_per_shard=args.rows_per_shard, progress=advance)
 
 
 def _cmd_ingest_folder(args: argparse.Namespace) -> dict:
     from aikd.data.ingest import ingest_folder
 
-    with _progress("ingest", None) as advance:
+    with _progress("ingest", "faces", None) as advance:
         return ingest_folder(args.images, args.landmarks, args.out, rows_per_shard=args.rows_per_shard,
                              threads=args.threads, progress=advance)
 
@@ -70,7 +73,7 @@ def _cmd_ingest_folder(args: argparse.Namespace) -> dict:
 def _cmd_ingest_aikd(args: argparse.Namespace) -> dict:
     from aikd.data.ingest import ingest_aikd
 
-    with _progress("ingest", None) as advance:
+    with _progress("ingest", "faces", None) as advance:
         return ingest_aikd(args.images, args.landmarks, args.out, quality_pickle=args.quality,
                            label=args.label, rows_per_shard=args.rows_per_shard, threads=args.threads,
                            progress=advance)
@@ -149,13 +152,13 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     sizes = {"identities": args.identities, "samples_per_identity": args.samples_per_identity}
     result = run_demo(args.out, **{k: v for k, v in sizes.items() if v is not None})
     ray.shutdown()  # flush and stop the workers' log forwarding before the summary
-    print("\n" + result["table"])
+    print(f"\npAUC@0.2 (lower is better) per condition, FMR and model:\n{result['overview']}")
+    print("\nverdict, the student against its teacher (pAUC@0.2, lower is better):")
+    print("\n".join(result["verdict"]))
     registered = result["registered"]
+    print(f"\nreport (every table, EDC plots): {result['report']}  ({result['minutes']} min)")
     print(f"student: {registered['uri']} (aliases: {', '.join(registered['aliases'])}), "
           f"tracked at {result['tracking_uri']}; browse it with `make mlflow-ui`")
-    print(f"report: {result['report']}  ({result['minutes']} min)")
-    print("\nverdict, the student against its teacher (pAUC@0.2, lower is better):")  # the demo's answer, last
-    print("\n".join(result["verdict"]))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,10 +3,12 @@
 Ray forwards every line its workers and actors print to the driver: Ray Data's execution
 plans, Ray Train's internals, placement-group cleaners, each prefixed with the process
 that printed it. A job's console keeps only aikd's lines (they start with a job kind or
-stage name, ``distill: step 10/40 ...``) and drops the rest; nothing is lost, since Ray
-writes every worker's output to ``<session>/logs`` on its node, and the job prints that
-path once. Errors still reach the console: an exception in a worker is raised in the
-driver, which prints a user error as one line and a bug with its traceback.
+stage name, ``distill: resumed at step 8 ...``) and drops the rest; nothing is lost, since
+Ray writes every worker's output to ``<session>/logs`` on its node, and the job prints
+that path once. Training workers' step and validation lines stay in those files too: the
+driver's progress (:mod:`aikd.progress`) stands for them. Errors still reach the console:
+an exception in a worker is raised in the driver, which prints a user error as one line
+and a bug with its traceback.
 
 ``aikd --verbose`` (or ``AIKD_VERBOSE=1`` in the environment, for ``ray job submit``)
 forwards everything, as Ray does by default.
@@ -22,6 +24,9 @@ import sys
 VERBOSE_ENV = "AIKD_VERBOSE"
 # the first word of every line aikd prints, in a driver or a worker
 OURS = re.compile(r"^(fr-train|label|distill|evaluate|score|sweep|experiment|registry|ingest|demo|synth|bootstrap)\b")
+# a training worker's line per logged step and per validation: the driver's progress bar stands for them on
+# the console, and they stay in the workers' log files (and the metrics in MLflow)
+DETAIL = re.compile(r"^(fr-train|distill): (step|validation) ")
 # loggers of this driver's libraries -> the level the console shows of them: Ray Data's and Ray's own notes
 # (execution plans, "progress bars disabled", the local instance's token authentication) and MLflow's
 # database set-up are no news to a user; Ray Data also writes its log to the session's logs folder
@@ -44,6 +49,11 @@ def ours(line: str) -> bool:
     return OURS.match(line) is not None
 
 
+def shown(line: str) -> bool:
+    """Whether a line forwarded from a Ray process is on the console: aikd's, less the training details."""
+    return ours(line) and DETAIL.match(line) is None
+
+
 def quiet_libraries() -> None:
     """Before Ray starts: the libraries' loggers at the levels above (nothing changes in verbose mode)."""
     if verbose():
@@ -62,7 +72,7 @@ def quiet_ray(session_dir: str | None) -> None:
     from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
 
     def forward(data: dict) -> None:
-        kept = [line for line in data.get("lines", []) if ours(line)]
+        kept = [line for line in data.get("lines", []) if shown(line)]
         if kept:
             ray_worker.print_to_stdstream(data | {"lines": kept}, ignore_prefix=True)
 

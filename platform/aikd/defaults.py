@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from aikd.config import EmbeddedDefault, FRTrainConfig, JobSpec, LabelConfig
 from aikd.data.shards import SUMMARY_FILE
+from aikd.progress import Progress
 from aikd.spec import validate
 from aikd.storage import resolve
 
@@ -30,8 +31,10 @@ def ensure_default_inputs(default: EmbeddedDefault, run: Callable[[JobSpec], dic
     faces = default.path("faces")
     if "faces" in needed and not resolve(faces).join(SUMMARY_FILE).exists():
         log(f"bootstrap: synthetic faces -> {faces}")
-        write_synthetic(faces, SynthConfig(identities=default.identities,
-                                           samples_per_identity=default.samples_per_identity, seed=default.seed))
+        synth = SynthConfig(identities=default.identities, samples_per_identity=default.samples_per_identity,
+                            seed=default.seed)
+        with Progress("synth", "faces", synth.total) as shown:
+            write_synthetic(faces, synth, progress=shown.advance)
     stages = (("fr-train", FRTrainConfig, "FR pretraining"),
               ("label", LabelConfig, f"teacher labels {default.teachers}"))
     for kind, spec, what in stages:

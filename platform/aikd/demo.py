@@ -75,15 +75,17 @@ def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
     from aikd.data.synth import write_synthetic
     from aikd.defaults import ensure_default_inputs
     from aikd.distill.run import run_distill
+    from aikd.evaluate.report import pauc_overview, pipe_table
     from aikd.evaluate.run import run_evaluate
     from aikd.jobs import run_config
+    from aikd.progress import Progress
     from aikd.runtime import ensure_ray
 
     start = time.perf_counter()
     plan = demo_plan(out, **sizes)
     distill, evaluate = plan.distill, plan.evaluate
     ensure_ray()
-    # one line per stage and per validation is the demo's progress; Ray Data's bars would bury it
+    # each stage shows its own progress (aikd.progress); Ray Data's bars would bury it
     DataContext.get_current().enable_progress_bars = False
     ensure_default_inputs(plan.default, run=run_config, log=log)
     run = resolve(distill.storage).join(distill.name)
@@ -94,9 +96,11 @@ def run_demo(out: str = "runs/demo", log=print, **sizes) -> dict:
     registered = summary["registered"]
     if not resolve(plan.eval_faces).join(SHARDS_SUMMARY).exists():
         log(f"demo: evaluation faces (new identities) -> {plan.eval_faces}")
-        write_synthetic(plan.eval_faces, plan.eval_synth)
+        with Progress("synth", "faces", plan.eval_synth.total) as shown:
+            write_synthetic(plan.eval_faces, plan.eval_synth, progress=shown.advance)
     log(f"demo: evaluation -> {evaluate.out}")
     result = run_evaluate(evaluate)
-    return {"report": result["report"], "table": result["table"], "verdict": verdict(result),
+    overview = pipe_table(pauc_overview(result["pauc"], 0.2))
+    return {"report": result["report"], "table": result["table"], "overview": overview, "verdict": verdict(result),
             "registered": registered, "tracking_uri": tracking_uri(distill.tracking),
             "minutes": round((time.perf_counter() - start) / 60, 1)}

@@ -8,6 +8,8 @@ import os
 import ray
 import torch
 
+PROCESSES_PER_CPU = 4
+
 
 def ensure_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
     """Join the cluster in ``RAY_ADDRESS`` (set by ``ray job submit``) or start a local instance; the
@@ -26,8 +28,14 @@ def ensure_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
     if os.environ.get("RAY_ADDRESS"):
         context = ray.init(log_to_driver=True, logging_level=level)
     else:  # address="local": a new instance, never a cluster someone left running on this machine
+        cpus = num_cpus or os.cpu_count() or 1
         context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True,
-                           logging_level=level)
+                           logging_level=level, _system_config={
+                               # the raylet warns once a node has started 4x this many worker processes (the
+                               # default: its CPUs). aikd's jobs run several per CPU by design: half-CPU actors and
+                               # Train workers, and zero-CPU coordinators (Train's controller, the data split, the
+                               # progress board), so on a small machine the warning came with every job.
+                               "worker_maximum_startup_concurrency": PROCESSES_PER_CPU * cpus})
     quiet_ray(context.address_info.get("session_dir"))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aikd.config import EvaluateConfig, FIQASpec
-from aikd.evaluate.report import html_page, markdown_table, report_tables
+from aikd.evaluate.report import html_page, markdown_table, pauc_overview, pipe_table, report_tables
 from aikd.storage import resolve
 
 
@@ -131,3 +131,19 @@ def test_the_html_tables_escape_their_cells():
     odd = RESULTS | {"invariance": [{"model": "a<b", "condition": "box", "spearman_vs_aligned": 0.5}]}
     page = html_page(odd, report_tables(odd, [0.2]), [])
     assert "<td>a&lt;b</td>" in page and "a<b" not in page
+
+
+def test_the_console_overview_folds_the_conditions_into_columns_in_the_reports_order():
+    def row(model, condition, fmr, value):
+        return {"model": model, "condition": condition, "fmr": fmr, "pauc_0.2": value}
+
+    pauc = [row(m, c, f, v) for f in (0.001, 0.01) for c, v in (("aligned", 0.02), ("box", 0.1))
+            for m in ("teacher serfiq", "student")]
+    pauc[-1] = row("student", "box", 0.01, 0.12345)
+    assert pipe_table(pauc_overview(pauc, 0.2)) == (
+        "| FMR | model | aligned | box |\n"
+        "|-------|----------------|-----------|--------|\n"
+        "| 0.001 | teacher serfiq | 0.0200 | 0.1000 |\n"
+        "| 0.001 | student | 0.0200 | 0.1000 |\n"
+        "| 0.01 | teacher serfiq | 0.0200 | 0.1000 |\n"
+        "| 0.01 | student | 0.0200 | 0.1235 |")

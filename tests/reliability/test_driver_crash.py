@@ -12,6 +12,7 @@ The fourth start runs to the end.
 """
 
 import json
+import re
 
 import numpy as np
 import pyarrow.compute as pc
@@ -120,10 +121,19 @@ def test_a_second_job_on_the_same_output_refuses_in_one_line(which, request):
     assert "Traceback" not in twin.output
 
 
+# what the last start had left to do, and the progress line it prints about it
+LEFT = {"labelled": ("resumed_shards", "shards", r"^label: \d+% \(\d+/\d+ shards, .*/s, ETA \d+ s\)$"),
+        "scored": ("files_done_before", "files", r"^score: \d+% \(\d+/\d+ faces, .*/s, ETA \d+ s\), \d+/\d+ files")}
+
+
 @pytest.mark.parametrize("which", ["labelled", "scored"])
-def test_the_last_start_prints_its_start_and_result_lines_and_none_of_rays(which, request):
+def test_the_last_start_prints_its_start_progress_and_result_lines_and_none_of_rays(which, request):
     spec, *_, last = request.getfixturevalue(which)
     kind = spec["job"]
     assert f"{kind}: started, writing {spec['out']}" in last and f"{kind}: done in " in last, last[-3000:]
     assert f"summary: {spec['out']}/_summary.json" in last and "ray: its own output is in " in last
+    done_before, files, progress_line = LEFT[which]
+    counts = json.loads(resolve(spec["out"]).join("_summary.json").read_text())["counts"]
+    assert counts[done_before] < counts[files]  # the three kills left it work, so it showed its progress
+    assert re.search(progress_line, last, re.M), last[-3000:]
     assert not noise(last), noise(last)

@@ -63,8 +63,10 @@ def test_the_run_read_checkpointed_and_registered_through_injected_faults(worker
     assert version.tags["aikd.steps"] == "30"
 
 
-def test_the_runs_console_shows_each_step_line_once_and_none_of_rays(worker_loss_run):
+def test_the_runs_console_shows_its_progress_once_and_none_of_rays(worker_loss_run):
     output = worker_loss_run["output"]
     assert "distill: started, writing " in output and "distill: done in " in output, output[-3000:]
-    assert re.search(r"^distill: step \d+/30 ", output, re.M)  # the workers' progress, without Ray's prefix
+    # the driver's progress from the workers' board: a line per quarter, the best validation metric beside it
+    assert re.search(r"^distill: \d+% \(\d+/30 steps, .*/s, ETA \d+ s\), best val_\w+ [\d.]+$", output, re.M)
+    assert not re.search(r"^distill: (step|validation) ", output, re.M)  # the workers' details: in their logs
     assert not doubled(output, "distill:") and not noise(output), (doubled(output, "distill:"), noise(output))

@@ -170,6 +170,7 @@ def test_a_sweeps_console_has_a_line_per_ended_trial_and_none_of_rays(grid_sweep
     assert len(set(ended)) == 4, (first + second)[-3000:]  # each trial's line, in the run that finished it
     for log in (first, second):
         assert not noise(log) and not doubled(log, "distill:"), (noise(log), doubled(log, "distill:"))
+        assert not re.search(r"^distill: (step|validation) ", log, re.M)  # the trials' details: in their logs
 
 
 def test_a_finished_sweep_started_again_registers_nothing_new(grid_sweep, capsys):

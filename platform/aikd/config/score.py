@@ -45,7 +45,7 @@ class ScoreConfig(JobSpec):
                               description="decode/align actors (CPU); `resources` are the model actors")
     model_threads: int | None = Field(None, ge=1, description="threads of a model actor on a CPU; default: its "
                                       "cpus_per_worker rounded up (the decode actors leave their share mostly idle)")
-    progress_every_s: float = Field(10.0, gt=0, description="seconds between progress lines")
+    progress_every_s: float = Field(10.0, gt=0, description="most seconds between progress lines in a log")
 
     @model_validator(mode="after")
     def _one_input(self) -> ScoreConfig:

@@ -160,9 +160,10 @@ class Distiller:
     def __init__(self, cfg: DistillConfig, strategy: Strategy, target: Callable[[torch.Tensor], torch.Tensor],
                  plan: Plan, val_batches: Callable[[], list[dict]],
                  on_validation: Callable[[TrainState, dict, EMA | None, bool], None], log: Callable[[str], None],
-                 fr: nn.Module | None = None):
+                 fr: nn.Module | None = None, on_step: Callable[[int], None] = lambda step: None):
         self.cfg, self.strategy, self.target, self.plan = cfg, strategy, target, plan
         self.val_batches, self.on_validation, self.log = val_batches, on_validation, log
+        self.on_step = on_step  # rank 0's step count, for the driver's progress bar
         self.ema = EMA(strategy.module, cfg.optim.ema_old_weight) if strategy.is_rank0 else None
         self.preprocess = preprocess_of(strategy.module)  # the student's card: input size, mean, std
         self.start, self.seen, self.data_wait = time.perf_counter(), 0, 0.0
@@ -256,6 +257,8 @@ class Distiller:
                 continue
             state.step += 1
             schedule.step()
+            if strategy.is_rank0:
+                self.on_step(state.step)
             if state.step % cfg.log_every == 0:
                 now = time.perf_counter()
                 if strategy.is_rank0:  # the rate of this window: what the run does now, not since it began

@@ -15,6 +15,7 @@ A lost worker is replaced and resumes the same way (``max_failures``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -33,6 +34,7 @@ from aikd.errors import AikdError
 from aikd.job import Job, Outcome, Shape, count_reasons, run_job
 from aikd.jobs import JobKind
 from aikd.models.weights import CARD_FILE, read_card
+from aikd.progress import watch
 from aikd.redact import redact
 from aikd.registry import register
 from aikd.storage import Location, resolve
@@ -165,13 +167,16 @@ def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None, shared:
     train = face_pipeline(data, "train", epochs=cfg.epochs, units=units, skip_rows=consumed)
     val = face_pipeline(data.model_copy(update={"val_misaligned": True}), "val", epochs=1, units=units)
 
-    result = fit(
-        train_loop, {"cfg": cfg.model_dump(), "plan": asdict(plan), "config_hash": digest, "run": run.uri,
-                     "offset_samples": train.skipped_rows, "tracking": tracker.ref if tracker else None},
-        cfg.resources, run, datasets={"train": train.dataset, "val": val.dataset},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options={
-            "train": _bounded_stream(cfg.data_buffer_mb), "val": _bounded_stream(cfg.data_buffer_mb)}),
-        max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints, callbacks=callbacks)
+    # a sweep's trial (it has callbacks) shows one line when it ends, not a bar
+    with contextlib.nullcontext() if callbacks else watch("distill", "steps", plan.total_steps) as board:
+        result = fit(
+            train_loop, {"cfg": cfg.model_dump(), "plan": asdict(plan), "config_hash": digest, "run": run.uri,
+                         "offset_samples": train.skipped_rows, "tracking": tracker.ref if tracker else None,
+                         "board": board},
+            cfg.resources, run, datasets={"train": train.dataset, "val": val.dataset},
+            dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options={
+                "train": _bounded_stream(cfg.data_buffer_mb), "val": _bounded_stream(cfg.data_buffer_mb)}),
+            max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints, callbacks=callbacks)
 
     final = read_json(result.checkpoint, SIDECAR)
     best = run.join(BEST)

@@ -30,6 +30,7 @@ from aikd.errors import ConfigError
 from aikd.models import resolve_model_info
 from aikd.models.student import Student, create_student
 from aikd.models.weights import CARD_FILE, card_for, load_backbone, load_model, read_card, save_model
+from aikd.progress import Poster
 from aikd.redact import redact_text
 from aikd.runtime import train_device
 from aikd.storage import resolve
@@ -150,11 +151,14 @@ def save_best(cfg: DistillConfig, run: str, ema: EMA, state: TrainState, metrics
 
 
 def report_and_checkpoint(cfg: DistillConfig, strategy: Strategy, config_hash: str, plan: Plan, run: str,
-                          tracker: Tracker | None):
+                          tracker: Tracker | None, poster: Poster):
     def report(state: TrainState, metrics: dict, ema: EMA | None, improved: bool) -> None:
         if strategy.is_rank0:
             if improved and ema is not None:
                 save_best(cfg, run, ema, state, metrics, plan)
+            best = metrics.get(f"best_{cfg.validation.select}")
+            if best is not None:
+                poster(state.step, f"best {cfg.validation.select} {best:.4g}")
             say("distill: validation " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                                   for k, v in metrics.items() if v is not None))
             log_from_worker(tracker, {k: v for k, v in metrics.items() if k not in ("step", "consumed")},
@@ -180,7 +184,9 @@ def train_loop(config: dict) -> None:
     target = make_target(cfg, strategy, frozen)
     batches = setup_data(cfg, state, config["offset_samples"], strategy.world_size)
     tracker = Tracker.attach(config["tracking"]) if strategy.is_rank0 else None
+    poster = Poster(config.get("board"))
     distiller = Distiller(cfg, strategy, target, plan, validation_cache(cfg),
-                          report_and_checkpoint(cfg, strategy, config["config_hash"], plan, config["run"], tracker),
-                          log=lambda line: say(f"distill: {line}"), fr=frozen)
+                          report_and_checkpoint(cfg, strategy, config["config_hash"], plan, config["run"], tracker,
+                                                poster),
+                          log=lambda line: say(f"distill: {line}"), fr=frozen, on_step=poster)
     distiller.run(batches, state)

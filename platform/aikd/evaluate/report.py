@@ -40,6 +40,18 @@ def pauc_table(results: dict, limits: list[float]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=head)
 
 
+def pauc_overview(pauc: list[dict], limit: float) -> pd.DataFrame:
+    """pAUC@``limit`` of each model (a row per FMR and model) under each condition (a column): the report's
+    first table folded to fit a console."""
+    frame = pd.DataFrame(pauc)
+    frame["value"] = frame[f"pauc_{limit:g}"].map("{:.4f}".format)
+    wide = frame.pivot(index=["fmr", "model"], columns="condition", values="value")
+    order = frame.drop_duplicates(["fmr", "model"])[["fmr", "model"]].itertuples(index=False, name=None)
+    wide = wide.reindex(index=list(order), columns=list(dict.fromkeys(frame["condition"]))).reset_index()
+    wide["fmr"] = wide["fmr"].map("{:g}".format)
+    return wide.rename(columns={"fmr": "FMR"})
+
+
 def _with_interval(value: float, ci: list[float] | None) -> str:
     return f"{value:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "")
 

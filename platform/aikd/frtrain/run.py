@@ -35,6 +35,7 @@ from aikd.job import Job, Outcome, Shape, count_reasons, run_job
 from aikd.jobs import JobKind
 from aikd.models import resolve_model_info
 from aikd.models.weights import CARD_FILE, SPEC_FILE, WEIGHTS_FILE, load_model, preprocess_of
+from aikd.progress import watch
 from aikd.registry import register
 from aikd.storage import Location, resolve
 from aikd.training import fit, latest_checkpoint, read_json
@@ -103,11 +104,12 @@ def _train(cfg: FRTrainConfig, out: Location, job: Job) -> tuple[dict, dict]:
     pipeline = face_pipeline(data, "train", epochs=cfg.epochs, units=units, skip_rows=consumed)
     train_rows = sum(u.rows for u in units) * (1.0 - data.val_fraction) * cfg.epochs
     total_steps = max(int(train_rows // (cfg.batch_size * cfg.resources.workers)), 1)
-    result = fit(fr_train_loop, {"cfg": cfg.model_dump(), "classes": classes, "total_steps": total_steps,
-                                 "config_hash": config_hash(cfg), "offset_samples": pipeline.skipped_rows,
-                                 "tracking": job.tracker.ref if job.tracker else None},
-                 cfg.resources, run, datasets={"train": pipeline.dataset}, max_failures=cfg.max_failures,
-                 keep_checkpoints=2)
+    with watch("fr-train", "steps", total_steps) as board:
+        result = fit(fr_train_loop, {"cfg": cfg.model_dump(), "classes": classes, "total_steps": total_steps,
+                                     "config_hash": config_hash(cfg), "offset_samples": pipeline.skipped_rows,
+                                     "tracking": job.tracker.ref if job.tracker else None, "board": board},
+                     cfg.resources, run, datasets={"train": pipeline.dataset}, max_failures=cfg.max_failures,
+                     keep_checkpoints=2)
     for name in MODEL_FILES:
         _copy(result.checkpoint, name, out)
     run.fs.delete_dir(run.parent().path)  # nothing resumes from a finished model: a clean model dir

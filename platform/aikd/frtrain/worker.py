@@ -25,6 +25,7 @@ from aikd.console import say
 from aikd.distill.loop import rows_to_skip
 from aikd.frtrain.model import FRModel, build_models
 from aikd.models.weights import CENTRES, card_for, load_model, preprocess_of, save_model
+from aikd.progress import Poster
 from aikd.redact import redact
 from aikd.runtime import train_device
 from aikd.tracking import Tracker, log_from_worker
@@ -121,6 +122,7 @@ def fr_train_loop(config: dict) -> None:
     preprocess = preprocess_of(backbone)
     index = {s: i for i, s in enumerate(classes)}
     tracker = Tracker.attach(config["tracking"]) if rank == 0 else None
+    poster = Poster(config.get("board"))
     seen, loss_sum, start = 0, 0.0, time.perf_counter()
     model.train()
     for batch in setup_data(cfg, state, config["offset_samples"], rank, world):
@@ -136,9 +138,11 @@ def fr_train_loop(config: dict) -> None:
         state["step"] += 1
         state["consumed"] += len(y) * world
         seen, loss_sum = seen + len(y), loss_sum + loss.item()
+        if rank == 0:
+            poster(state["step"])
         if rank == 0 and state["step"] % cfg.log_every == 0:
             rate = seen / (time.perf_counter() - start)
-            say(f"fr-train step {state['step']}/{total} loss {loss_sum / cfg.log_every:.3f} "
+            say(f"fr-train: step {state['step']}/{total} loss {loss_sum / cfg.log_every:.3f} "
                 f"epoch {int(batch['epoch'][-1])} {rate:.0f} img/s/worker")
             log_from_worker(tracker, {"train_loss": loss_sum / cfg.log_every, "images_per_s_per_worker": rate},
                             state["step"], "fr-train")

@@ -17,7 +17,6 @@ time (:mod:`aikd.lock`): a second one refuses.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -32,6 +31,7 @@ from aikd.errors import AikdError
 from aikd.job import Job, Outcome, Shape, count_reasons, run_job
 from aikd.jobs import JobKind
 from aikd.models.weights import read_card
+from aikd.progress import Progress
 from aikd.score.actors import Aligner, Scorer
 from aikd.score.inputs import OutputFile, plan
 from aikd.storage import Location, resolve
@@ -105,28 +105,6 @@ def score_table(cfg: ScoreConfig, models: list[dict], batch: dict) -> pa.Table:
     return table.sort_by([("image_id", "ascending"), ("model", "ascending")])
 
 
-class Progress:
-    """Rows/s and ETA on one line every ``every_s`` seconds (what a job's log shows)."""
-
-    def __init__(self, total: int, every_s: float):
-        self.total, self.every_s, self.rows = total, every_s, 0
-        self.start = self.last = time.perf_counter()
-
-    def add(self, rows: int, files_done: int, files: int) -> None:
-        self.rows += rows
-        now = time.perf_counter()
-        if now - self.last >= self.every_s or self.rows == self.total:
-            self.last = now
-            rate = self.rows / max(now - self.start, 1e-9)
-            eta = (self.total - self.rows) / rate if rate > 0 else float("inf")
-            print(f"score: {self.rows}/{self.total} faces ({rate:.0f}/s, ETA {eta:.0f} s), "
-                  f"{files_done}/{files} files written", flush=True)
-
-    @property
-    def rate(self) -> float:
-        return self.rows / max(time.perf_counter() - self.start, 1e-9)
-
-
 def _sample(values: np.ndarray, share: float, seed: int) -> np.ndarray:
     """A deterministic uniform sample of about ``share`` of ``values`` (the quantiles' bounded memory)."""
     values = values[np.isfinite(values)]
@@ -178,7 +156,7 @@ def stream(cfg: ScoreConfig, out: Location, todo: list[OutputFile], models: list
                 records.append(record)
                 for m in models:
                     samples[m["name"]].append(_sample(rows[f"q__{m['name']}"], share, len(records)))
-            progress.add(int(mine.sum()), len(records), n_files)
+            progress.advance(int(mine.sum()), f"{len(records)}/{n_files} files written")
     if parts:
         raise AikdError(f"score: the stream ended before these files were complete: {sorted(parts)}")
     return records
@@ -213,8 +191,8 @@ def _work(job: Job, asked: ScoreConfig) -> Outcome:
     job.log(f"{len(files)} files, {len(done)} done before, {len(todo)} to score ({sum(f.rows for f in todo)} faces)")
     samples: dict[str, list] = {m["name"]: [] for m in models}
     _done_samples(out, done, models, samples, share)
-    progress = Progress(sum(f.rows for f in todo), cfg.progress_every_s)
-    records = stream(cfg, out, todo, models, sig, progress, samples, share) if todo else []
+    with Progress("score", "faces", sum(f.rows for f in todo), every_s=cfg.progress_every_s) as progress:
+        records = stream(cfg, out, todo, models, sig, progress, samples, share) if todo else []
     counts, rejects, fields = summarise(cfg, out, files, done, records, models, samples, progress, stale, facts)
     return Outcome(counts=counts, rejects=rejects, fields=fields, metrics=counts | {"rows_per_s": fields["rows_per_s"]},
                    files=[MANIFEST_FILE])
@@ -237,8 +215,8 @@ def summarise(cfg: ScoreConfig, out: Location, files: list[OutputFile], done: li
             values, QUANTILES), strict=True)} if len(values) else {})
     counts = {"files": len(files), "files_scored_now": len(new), "files_done_before": len(done),
               "rows": sum(r["rows_in"] for r in records), "rows_scored": sum(r["rows_scored"] for r in records),
-              "rejected": len(rejects), "rows_read_now": progress.rows} | facts
-    fields = {"out": out.uri, "alignment": cfg.alignment, "rows_per_s": round(progress.rate, 1) if progress.rows
+              "rejected": len(rejects), "rows_read_now": progress.done} | facts
+    fields = {"out": out.uri, "alignment": cfg.alignment, "rows_per_s": round(progress.rate, 1) if progress.done
               else None, "scored_with": [{k: m[k] for k in ("name", "asked", "uri", "version")} for m in models],
               "rescored_stale": stale, "quality_quantiles": quantiles}
     return counts, count_reasons(rejects), fields

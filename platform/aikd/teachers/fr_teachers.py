@@ -111,7 +111,7 @@ class CrFiqa(_FRTeacher):
     def score(self, batch: TeacherBatch) -> Scores:
         n = len(batch.aligned)
         values = np.full(n, np.nan, np.float32)
-        reasons = {i: f"subject {s!r} unknown to the CR-FIQA head" for i, s in enumerate(batch.subject_ids)
+        reasons = {i: f"subject unknown to the CR-FIQA head ({s!r})" for i, s in enumerate(batch.subject_ids)
                    if s not in self.index}
         rows = np.array([i for i in range(n) if i not in reasons], dtype=np.int64)
         for start in range(0, len(rows), self.batch_size):

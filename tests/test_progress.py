@@ -1,0 +1,73 @@
+"""A stage's progress: a live bar on a terminal, a few lines in a log, and a board training workers post to."""
+
+from __future__ import annotations
+
+import ray
+
+from aikd.progress import Poster, Progress, watch
+
+
+def _lines(capsys) -> list[str]:
+    return capsys.readouterr().out.splitlines()
+
+
+def test_in_a_log_a_stage_prints_a_line_at_each_quarter(capsys):
+    with Progress("label", "shards", 8, live=False) as shown:
+        for _ in range(8):
+            shown.advance(1)
+    lines = _lines(capsys)
+    assert [line.split(" (")[0] for line in lines] == ["label: 25%", "label: 50%", "label: 75%", "label: 100%"]
+    assert "2/8 shards" in lines[0] and "ETA" in lines[0] and "/s" in lines[0]
+
+
+def test_a_long_stage_also_prints_when_its_period_has_passed(capsys):
+    with Progress("score", "faces", 1000, live=False, every_s=0.0) as shown:
+        shown.advance(1)
+        shown.advance(1, "0/3 files written")
+    lines = _lines(capsys)
+    assert [line.split(",")[0] for line in lines] == ["score: 0% (1/1000 faces", "score: 0% (2/1000 faces"]
+    assert lines[1].endswith(", 0/3 files written")
+
+
+def test_work_of_unknown_size_counts_without_a_percentage():
+    shown = Progress("ingest", "faces", None, live=False)
+    shown.update(12)
+    assert shown.line().startswith("ingest: 12 faces (")
+    shown.close()
+
+
+def test_on_a_terminal_the_bar_replaces_the_lines(capsys):
+    with Progress("synth", "faces", 4, live=True) as shown:
+        for _ in range(4):
+            shown.advance(1)
+    assert _lines(capsys) == []
+    assert shown.done == 4 and shown.rate > 0
+
+
+def test_the_rate_stops_at_the_close():
+    import time
+
+    with Progress("evaluate", "faces", 10, live=False) as shown:
+        shown.update(10)
+    rate = shown.rate
+    time.sleep(0.05)
+    assert shown.rate == rate  # the stage's rate, however long after it a caller asks
+
+
+def test_a_worker_posts_to_the_board_and_the_driver_shows_the_last_post(ray_local, capsys):
+    @ray.remote(num_cpus=0)
+    def train(board) -> None:
+        post = Poster(board, every_s=0.0)
+        for step in range(1, 21):
+            post(step)
+        post(20, "best val_pauc_misaligned 0.1885")
+
+    with watch("distill", "steps", 20, every_s=0.05, live=False) as board:
+        ray.get(train.remote(board))
+    lines = _lines(capsys)
+    assert lines[-1].startswith("distill: 100% (20/20 steps")
+    assert lines[-1].endswith("best val_pauc_misaligned 0.1885")
+
+
+def test_without_a_board_a_worker_posts_nothing():
+    Poster(None)(5, "a note")  # a sweep's trial: no board, no error
