@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import re
+import subprocess
+import sys
+
 import ray
 
 from aikd.progress import Poster, Progress, watch
@@ -71,3 +77,30 @@ def test_a_worker_posts_to_the_board_and_the_driver_shows_the_last_post(ray_loca
 
 def test_without_a_board_a_worker_posts_nothing():
     Poster(None)(5, "a note")  # a sweep's trial: no board, no error
+
+
+def _on_a_terminal(args: list[str]) -> tuple[int, str]:
+    """Run ``python -m aikd args`` with a pseudo-terminal for its stdout and stderr: what a person sees."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "aikd", *args], stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal closes when the command ends
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    return proc.wait(timeout=120), b"".join(chunks).decode(errors="replace")
+
+
+def test_on_a_terminal_synth_draws_a_live_bar_that_ends_at_the_total(tmp_path):
+    code, seen = _on_a_terminal(["synth", "--out", str(tmp_path / "faces"), "--identities", "4",
+                                 "--samples-per-identity", "10", "--rows-per-shard", "8"])
+    assert code == 0, seen[-2000:]
+    assert "\x1b[2K" in seen  # redrawn in place (erase the line, draw it again), not printed line by line
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen)  # the bar as read, colours and cursor moves dropped
+    assert re.search(r"synth .* 40/40 faces", text), text[-2000:]
