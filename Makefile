@@ -5,16 +5,19 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.0
+# the mtcnn detector's weights; the wheel pins an old torch, so it goes in without its dependencies
+DETECTOR_WEIGHTS := facenet-pytorch==2.6.0
 
 .PHONY: install test demo bench lint clean mlflow-ui
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[dev]" "$(TORCH)"
+	$(PY) -m pip install --quiet --no-deps "$(DETECTOR_WEIGHTS)"
 	touch $(STAMP)
 
 # Two pytest processes: the cluster tests start Ray nodes with `ray start` (token auth on),

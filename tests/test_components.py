@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from aikd.components import KINDS, call_options, describe_components, render_components, teacher_row
+from aikd.detect import list_detectors
 from aikd.errors import ComponentError
 from aikd.models import create_model, list_models, model_entrypoint, model_info, resolve_model_info
 from aikd.models.heads import create_head, list_heads
@@ -150,6 +151,7 @@ def test_the_listing_is_json_and_names_every_registered_component():
     assert [r["name"] for r in listing["backbones"]] == list_models()
     assert [r["name"] for r in listing["heads"]] == list_heads()
     assert [r["name"] for r in listing["teachers"]] == list_teachers()
+    assert [r["name"] for r in listing["detectors"]] == list_detectors() == ["mtcnn"]
     for row in listing["backbones"]:
         info = model_info(row["name"])
         assert (row["input_size"], row["embedding_dim"], row["description"]) == (
@@ -168,5 +170,6 @@ def test_the_rendered_listing_has_a_table_per_kind():
 
 
 def test_an_unknown_kind_is_named():
-    with pytest.raises(ComponentError, match="unknown component kind 'students'; valid: backbones, heads, teachers"):
+    with pytest.raises(ComponentError, match="unknown component kind 'students'; valid: backbones, heads, teachers, "
+                                             "detectors"):
         describe_components(["students"])

@@ -12,11 +12,12 @@ from aikd.jobs import KINDS
 PACKAGE = Path(__file__).resolve().parents[1] / "platform" / "aikd"
 MAX_LINES = 500
 # A registry imports the modules that register its entries when an entry is first asked for; those
-# modules import the registry to register (models, teachers) or run through the job shell, which runs
+# modules import the registry to register (models, teachers, detectors) or run through the job shell, which runs
 # other kinds to build the embedded default (job kinds). That circle is the design, not an accident.
 REGISTRY_LOADS = {("aikd.models.registry", "aikd.models"), ("aikd.models.registry", "aikd.models.iresnet"),
                   ("aikd.teachers.base", "aikd.teachers"), ("aikd.teachers.base", "aikd.teachers.external"),
-                  ("aikd.teachers.base", "aikd.teachers.fr_teachers")} | {
+                  ("aikd.teachers.base", "aikd.teachers.fr_teachers"), ("aikd.detect.base", "aikd.detect"),
+                  ("aikd.detect.base", "aikd.detect.mtcnn")} | {
     ("aikd.jobs", f"aikd.{kind.replace('-', '')}.run") for kind in KINDS}
 
 

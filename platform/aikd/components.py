@@ -1,4 +1,5 @@
-"""What the registries hold (``aikd components``): every backbone, margin head and teacher with its metadata.
+"""What the registries hold (``aikd components``): every backbone, margin head, teacher and face detector
+with its metadata.
 
 Read from the registries' metadata and the entrypoints' signatures; nothing is built, so a teacher
 that needs a model file is listed without one. A student is any backbone plus the quality head
@@ -12,12 +13,13 @@ from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
 
+from aikd.detect.base import detector_class, list_detectors
 from aikd.errors import ComponentError
 from aikd.models.heads import head_class, list_heads
 from aikd.models.registry import list_models, model_entrypoint, model_info
 from aikd.teachers.base import list_teachers, teacher_class
 
-KINDS = ("backbones", "heads", "teachers")
+KINDS = ("backbones", "heads", "teachers", "detectors")
 
 
 def describe_components(kinds: Sequence[str] = KINDS) -> dict[str, list[dict]]:
@@ -27,7 +29,8 @@ def describe_components(kinds: Sequence[str] = KINDS) -> dict[str, list[dict]]:
         raise ComponentError(f"unknown component kind {unknown[0]!r}; valid: {', '.join(KINDS)}")
     rows = {"backbones": lambda: [backbone_row(n) for n in list_models()],
             "heads": lambda: [head_row(n) for n in list_heads()],
-            "teachers": lambda: [teacher_row(n) for n in list_teachers()]}
+            "teachers": lambda: [teacher_row(n) for n in list_teachers()],
+            "detectors": lambda: [detector_row(n) for n in list_detectors()]}
     return {kind: rows[kind]() for kind in kinds}
 
 
@@ -59,6 +62,13 @@ def teacher_row(name: str) -> dict:
     return {"name": name, "description": _first_line(cls), "higher_is_better": cls.higher_is_better,
             "needs_images": cls.needs_images, "input_size": cls.input_size, "options": options,
             "required": required, "one_of": list(cls.one_of)}
+
+
+def detector_row(name: str) -> dict:
+    cls = detector_class(name)
+    options, required = call_options(cls)
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}  # as JSON reads them back
+    return {"name": name, "description": _first_line(cls), "options": options, "required": required}
 
 
 def call_options(fn: Callable, skip: Sequence[str] = ()) -> tuple[dict[str, object], list[str]]:

@@ -1,0 +1,205 @@
+"""MTCNN: a cascade of three small networks finds faces and their 5 landmarks.
+
+1. **P-Net** slides over an image pyramid (each level ``factor`` times the last, the
+   first scaled so that a ``min_face_size`` face spans P-Net's 12-pixel window) and
+   proposes boxes where a face is likely;
+2. **R-Net** rescores 24x24 crops of the proposals and corrects their boxes;
+3. **O-Net** rescores 48x48 crops, corrects the boxes once more and places the landmarks.
+
+Each stage keeps what scores above its threshold and merges overlapping boxes by
+non-maximum suppression. A batch of photos of mixed sizes goes through together: they
+are padded at the bottom and right to one canvas, which only adds empty border that no
+face is found in. Box arithmetic follows the pixel conventions the converted weights
+were trained with (a box's width is ``x2 - x1 + 1``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from aikd.detect.base import Detector, Face, register_detector
+from aikd.detect.mtcnn_nets import load_nets
+
+CHOICES = ("all", "largest", "central")
+# NMS overlap limits: within one pyramid level, across levels, after R-Net, after O-Net ("min" overlap)
+NMS_LEVEL, NMS_MERGED, NMS_REFINED, NMS_OUTPUT = 0.5, 0.7, 0.7, 0.7
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, limit: float,
+        overlap: str = "union") -> torch.Tensor:
+    """Indices of the boxes kept by greedy non-maximum suppression, each group (photo) on its own.
+
+    The best box is kept and every box of its group that overlaps it by more than ``limit``
+    is dropped, then again with the best of the rest: one vectorised step per kept box.
+    ``overlap`` is intersection over union, or over the smaller box ("min").
+    """
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    shifted = boxes + (groups.to(boxes) * (boxes.max() + 1))[:, None]  # photos never overlap
+    area = (shifted[:, 2] - shifted[:, 0] + 1) * (shifted[:, 3] - shifted[:, 1] + 1)
+    order = scores.argsort(descending=True)
+    keep = []
+    while len(order):
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        low = torch.maximum(shifted[best, :2], shifted[rest, :2])
+        high = torch.minimum(shifted[best, 2:], shifted[rest, 2:])
+        inter = (high - low + 1).clamp(min=0).prod(dim=1)
+        denom = torch.minimum(area[best], area[rest]) if overlap == "min" else area[best] + area[rest] - inter
+        order = rest[inter / denom <= limit]
+    return torch.stack(keep)
+
+
+def corrected(boxes: torch.Tensor, reg: torch.Tensor, plus_one: bool = True) -> torch.Tensor:
+    """Boxes moved by a network's correction (shares of their width and height)."""
+    size = boxes[:, 2:4] - boxes[:, :2] + (1 if plus_one else 0)
+    return torch.cat([boxes[:, :2] + reg[:, :2] * size, boxes[:, 2:4] + reg[:, 2:4] * size], dim=1)
+
+
+def squared(boxes: torch.Tensor) -> torch.Tensor:
+    """Each box made square around its centre, on its longer side (the networks see square crops)."""
+    size = (boxes[:, 2:4] - boxes[:, :2]).max(dim=1).values
+    centre = (boxes[:, :2] + boxes[:, 2:4]) / 2
+    return torch.cat([centre - size[:, None] / 2, centre + size[:, None] / 2], dim=1)
+
+
+def crops(canvas: torch.Tensor, sizes: torch.Tensor, boxes: torch.Tensor, photo: torch.Tensor,
+          side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``side`` x ``side`` crops of the boxes (clipped to their photo), normalised; and which boxes had any pixel."""
+    ints = boxes.trunc().long()
+    out, ok = [], []
+    for k in range(len(boxes)):
+        h, w = int(sizes[photo[k], 0]), int(sizes[photo[k], 1])
+        x1, y1 = max(int(ints[k, 0]), 1), max(int(ints[k, 1]), 1)
+        x2, y2 = min(int(ints[k, 2]), w), min(int(ints[k, 3]), h)
+        if x2 > x1 - 1 and y2 > y1 - 1:
+            patch = canvas[photo[k], :, y1 - 1:y2, x1 - 1:x2].unsqueeze(0)
+            out.append(F.interpolate(patch, size=(side, side), mode="area"))
+            ok.append(k)
+    if not out:
+        return canvas.new_zeros((0, 3, side, side)), torch.zeros(0, dtype=torch.long, device=canvas.device)
+    return _normalised(torch.cat(out)), torch.as_tensor(ok, device=canvas.device)
+
+
+def _normalised(pixels: torch.Tensor) -> torch.Tensor:
+    return (pixels - 127.5) * 0.0078125  # the range the weights were trained on
+
+
+@register_detector("mtcnn")
+class MTCNN(Detector):
+    """MTCNN cascade (P-, R-, O-Net), weights from the facenet-pytorch 2.6.0 wheel; boxes, scores, 5 landmarks."""
+
+    def __init__(self, min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+                 factor: float = 0.709, faces: str = "all", max_faces: int | None = None, device: str | None = None):
+        if min_face_size < 12:
+            raise ValueError(f"min_face_size {min_face_size}: at least 12 (P-Net's window)")
+        if len(thresholds) != 3 or not all(0 < t < 1 for t in thresholds):
+            raise ValueError(f"thresholds {thresholds}: three probabilities, one per network")
+        if not 0.1 <= factor < 1:
+            raise ValueError(f"factor {factor}: between 0.1 and 1 (the pyramid's step)")
+        if faces not in CHOICES:
+            raise ValueError(f"faces {faces!r}: one of {', '.join(CHOICES)}")
+        if max_faces is not None and max_faces < 1:
+            raise ValueError(f"max_faces {max_faces}: at least 1")
+        from aikd.runtime import actor_device
+
+        self.min_face_size, self.thresholds, self.factor = min_face_size, tuple(thresholds), factor
+        self.faces, self.max_faces = faces, max_faces
+        self.device = torch.device(device) if device else actor_device()
+        self.pnet, self.rnet, self.onet = load_nets(self.device)
+
+    @torch.no_grad()
+    def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
+        if not images:
+            return []
+        canvas, sizes = self._canvas(images)
+        boxes, photo = self._propose(canvas, sizes)
+        boxes, photo = self._refine(canvas, sizes, boxes, photo)
+        boxes, scores, points, photo = self._output(canvas, sizes, boxes, photo)
+        return [self._choose(boxes[photo == i], scores[photo == i], points[photo == i], sizes[i])
+                for i in range(len(images))]
+
+    def _canvas(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The photos on one zero-padded canvas (N, 3, H, W) float, and each photo's (h, w)."""
+        sizes = torch.as_tensor([img.shape[:2] for img in images], device=self.device)
+        canvas = torch.zeros((len(images), 3, int(sizes[:, 0].max()), int(sizes[:, 1].max())), device=self.device)
+        for i, img in enumerate(images):
+            canvas[i, :, :img.shape[0], :img.shape[1]] = torch.as_tensor(np.ascontiguousarray(img)).permute(2, 0, 1)
+        return canvas, sizes
+
+    def _scales(self, shortest: int) -> list[float]:
+        scale, side, scales = 12.0 / self.min_face_size, shortest * 12.0 / self.min_face_size, []
+        while side >= 12:
+            scales.append(scale)
+            scale, side = scale * self.factor, side * self.factor
+        return scales
+
+    def _propose(self, canvas: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """P-Net over the pyramid: squared proposals (K, 4) and the photo of each."""
+        height, width = canvas.shape[2:]
+        found, photos = [], []
+        for scale in self._scales(int(sizes.min(dim=1).values.max())):
+            level = F.interpolate(canvas, size=(int(height * scale + 1), int(width * scale + 1)), mode="area")
+            reg, prob = self.pnet(_normalised(level))
+            photo, y, x = (prob >= self.thresholds[0]).nonzero(as_tuple=True)
+            cell = torch.stack([x, y], dim=1).to(canvas.dtype)
+            boxes = torch.cat([((2 * cell + 1) / scale).floor(), ((2 * cell + 12) / scale).floor()], dim=1)
+            inside = (boxes[:, 0] < sizes[photo, 1]) & (boxes[:, 1] < sizes[photo, 0])  # not on the padding
+            keep = nms(boxes[inside], prob[photo, y, x][inside], photo[inside], NMS_LEVEL)
+            score = prob[photo, y, x][inside][keep]
+            found.append(torch.cat([boxes[inside][keep], score[:, None], reg[photo, :, y, x][inside][keep]], dim=1))
+            photos.append(photo[inside][keep])
+        if not found:
+            return canvas.new_zeros((0, 4)), torch.zeros(0, dtype=torch.long, device=canvas.device)
+        rows, photo = torch.cat(found), torch.cat(photos)
+        keep = nms(rows[:, :4], rows[:, 4], photo, NMS_MERGED)
+        rows, photo = rows[keep], photo[keep]
+        return squared(corrected(rows[:, :4], rows[:, 5:9], plus_one=False)), photo
+
+    def _refine(self, canvas, sizes, boxes, photo) -> tuple[torch.Tensor, torch.Tensor]:
+        """R-Net on 24x24 crops: the proposals it keeps, corrected and squared."""
+        patches, ok = crops(canvas, sizes, boxes, photo, 24)
+        if not len(ok):
+            return boxes[:0], photo[:0]
+        reg, prob = self.rnet(patches)
+        boxes, photo = boxes[ok], photo[ok]
+        sure = prob > self.thresholds[1]
+        boxes, photo, prob, reg = boxes[sure], photo[sure], prob[sure], reg[sure]
+        keep = nms(boxes, prob, photo, NMS_REFINED)
+        return squared(corrected(boxes[keep], reg[keep])), photo[keep]
+
+    def _output(self, canvas, sizes, boxes, photo):
+        """O-Net on 48x48 crops: final boxes, scores, landmarks (K, 5, 2) and photos."""
+        patches, ok = crops(canvas, sizes, boxes, photo, 48)
+        if not len(ok):
+            return boxes[:0], boxes.new_zeros(0), boxes.new_zeros((0, 5, 2)), photo[:0]
+        reg, marks, prob = self.onet(patches)
+        boxes, photo = boxes[ok], photo[ok]
+        sure = prob > self.thresholds[2]
+        boxes, photo, prob, reg, marks = boxes[sure], photo[sure], prob[sure], reg[sure], marks[sure]
+        size = boxes[:, 2:4] - boxes[:, :2] + 1
+        points = torch.stack([size[:, None, 0] * marks[:, :5] + boxes[:, None, 0] - 1,
+                              size[:, None, 1] * marks[:, 5:] + boxes[:, None, 1] - 1], dim=2)
+        boxes = corrected(boxes, reg)
+        keep = nms(boxes, prob, photo, NMS_OUTPUT, overlap="min")
+        return boxes[keep], prob[keep], points[keep], photo[keep]
+
+    def _choose(self, boxes, scores, points, size) -> list[Face]:
+        """The faces kept of one photo (none smaller than ``min_face_size``), in order: largest first ("all"),
+        the largest, or the most central."""
+        h, w = float(size[0]), float(size[1])
+        boxes = torch.stack([boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h),
+                             boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
+        side = (boxes[:, 2:] - boxes[:, :2]).max(dim=1).values
+        big = side >= self.min_face_size  # the pyramid starts there, yet finds somewhat smaller faces too
+        boxes, scores, points = boxes[big], scores[big], points[big]
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        if self.faces == "central":
+            centre = (boxes[:, :2] + boxes[:, 2:]) / 2 - boxes.new_tensor([w / 2, h / 2])
+            order = (centre ** 2).sum(dim=1).argsort()[:1]
+        else:
+            order = area.argsort(descending=True)[:1 if self.faces == "largest" else self.max_faces]
+        return [Face(index=k, box=boxes[i].cpu().numpy().astype(np.float32), score=float(scores[i]),
+                     landmarks=points[i].cpu().numpy().astype(np.float32)) for k, i in enumerate(order.tolist())]
