@@ -64,6 +64,15 @@ def test_photos_of_mixed_sizes_go_through_in_one_batch(detector, astronaut):
     np.testing.assert_allclose(placed.landmarks - [400, 20], small.landmarks, atol=1.0)
 
 
+def test_what_is_found_in_a_photo_does_not_depend_on_the_photos_beside_it(detector, astronaut):
+    [[alone]] = detector.detect([astronaut])
+    framed = np.zeros((600, 700, 3), np.uint8)
+    framed[50:562, 120:632] = astronaut
+    [_, [beside], _] = detector.detect([framed, astronaut, np.full((90, 1200, 3), 200, np.uint8)])
+    np.testing.assert_allclose(beside.landmarks, alone.landmarks, atol=1e-3)
+    np.testing.assert_allclose(beside.box, alone.box, atol=1e-3)
+
+
 def test_a_blank_photo_a_tiny_face_and_an_empty_batch_give_no_faces(detector, astronaut):
     blank = np.full((240, 320, 3), 128, np.uint8)
     tiny = np.ascontiguousarray(astronaut[::8, ::8])  # the face is about 12 pixels wide

@@ -32,8 +32,26 @@ def registered_teacher(name: str) -> str:
     return name
 
 
+def registered_detector(name: str) -> str:
+    """A face detector name the detector registry holds."""
+    from aikd.detect.base import list_detectors
+
+    valid = list_detectors()
+    if name not in valid:
+        raise ValueError(f"unknown detector {name!r}; valid: {', '.join(valid)}")
+    return name
+
+
 ModelName = Annotated[str, AfterValidator(registered_model)]
 TeacherName = Annotated[str, AfterValidator(registered_teacher)]
+DetectorName = Annotated[str, AfterValidator(registered_detector)]
+
+
+class DetectorSpec(Frozen):
+    """A face detector by name, with its options (``aikd components`` lists them)."""
+
+    name: DetectorName = Field("mtcnn", description="detector registry name")
+    options: dict = Field(default_factory=dict, description="detector options (min_face_size, thresholds, ...)")
 
 
 class Resources(Frozen):

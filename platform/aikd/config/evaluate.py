@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from aikd.config.common import TeacherName
+from aikd.config.common import DetectorSpec, TeacherName
 from aikd.config.jobspec import JobSpec
 from aikd.spec import Frozen, distinct
 
@@ -35,7 +35,7 @@ class Condition:
     results stay the same whatever the strength's printed form.
     """
 
-    kind: Literal["aligned", "misaligned", "box"]
+    kind: Literal["aligned", "misaligned", "box", "detected"]
     strength: float | None = None
     index: int = 0
 
@@ -45,7 +45,7 @@ class Condition:
 
     @property
     def name(self) -> str:
-        """Display name and column / file key: ``aligned``, ``misaligned_<strength:g>``, ``box``."""
+        """Display name and column / file key: ``aligned``, ``misaligned_<strength:g>``, ``box``, ``detected``."""
         return f"misaligned_{self.strength:g}" if self.kind == "misaligned" else self.kind
 
 
@@ -62,6 +62,9 @@ class EvaluateConfig(JobSpec):
     misalignment_relative: bool = False
     box: bool = Field(True, description="also evaluate box-cropped faces (no landmarks)")
     box_margin: float = Field(0.0, ge=0)
+    detected: DetectorSpec | None = Field(
+        None, description="also evaluate faces aligned by this detector's own landmarks (condition 'detected'); "
+        "a face it does not find is rejected under every condition, so the conditions stay paired")
     seed: int = 0
     fmr: list[float] = Field(default_factory=lambda: [1e-3])
     pauc_limits: list[float] = Field(default_factory=lambda: [0.2, 0.3])
@@ -83,7 +86,7 @@ class EvaluateConfig(JobSpec):
         """Every condition of the evaluation, in report order."""
         out = [Condition("aligned")]
         out += [Condition("misaligned", float(s), k) for k, s in enumerate(self.misalignment)]
-        return out + ([Condition("box")] if self.box else [])
+        return out + ([Condition("box")] if self.box else []) + ([Condition("detected")] if self.detected else [])
 
     @field_validator("misalignment")
     @classmethod

@@ -7,9 +7,10 @@
 3. **O-Net** rescores 48x48 crops, corrects the boxes once more and places the landmarks.
 
 Each stage keeps what scores above its threshold and merges overlapping boxes by
-non-maximum suppression. A batch of photos of mixed sizes goes through together: they
-are padded at the bottom and right to one canvas, which only adds empty border that no
-face is found in. Box arithmetic follows the pixel conventions the converted weights
+non-maximum suppression. A batch of photos of mixed sizes goes through together: each
+photo gets its own pyramid, every level resized as if the photo were alone and padded to
+one canvas per level, so what is found in a photo does not depend on the photos beside
+it. Box arithmetic follows the pixel conventions the converted weights
 were trained with (a box's width is ``x2 - x1 + 1``).
 """
 
@@ -31,25 +32,34 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, limit: 
         overlap: str = "union") -> torch.Tensor:
     """Indices of the boxes kept by greedy non-maximum suppression, each group (photo) on its own.
 
-    The best box is kept and every box of its group that overlaps it by more than ``limit``
-    is dropped, then again with the best of the rest: one vectorised step per kept box.
-    ``overlap`` is intersection over union, or over the smaller box ("min").
+    In every group the best box left is kept and every box of that group overlapping it by
+    more than ``limit`` is dropped; then again with the best of the rest. All groups take
+    their step together, so a batch of photos costs as many vectorised steps as the photo
+    with the most faces kept, not as all photos' together. ``overlap`` is intersection
+    over union, or over the smaller box ("min").
     """
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    shifted = boxes + (groups.to(boxes) * (boxes.max() + 1))[:, None]  # photos never overlap
-    area = (shifted[:, 2] - shifted[:, 0] + 1) * (shifted[:, 3] - shifted[:, 1] + 1)
-    order = scores.argsort(descending=True)
+    area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    left = scores.argsort(descending=True)  # the boxes not yet kept or dropped, best first
+    n_groups = int(groups.max()) + 1
     keep = []
-    while len(order):
-        best, rest = order[0], order[1:]
+    while len(left):
+        group = groups[left]
+        # each group's best box left: the first of its group in score order
+        first = torch.full((n_groups,), len(left), device=boxes.device).scatter_reduce(
+            0, group, torch.arange(len(left), device=boxes.device), reduce="amin")
+        best = left[first[first < len(left)]]
         keep.append(best)
-        low = torch.maximum(shifted[best, :2], shifted[rest, :2])
-        high = torch.minimum(shifted[best, 2:], shifted[rest, 2:])
+        rival = torch.full((n_groups,), -1, dtype=torch.long, device=boxes.device)
+        rival[groups[best]] = best
+        rival = rival[group]  # the kept box each box left is now compared with
+        low = torch.maximum(boxes[left, :2], boxes[rival, :2])
+        high = torch.minimum(boxes[left, 2:], boxes[rival, 2:])
         inter = (high - low + 1).clamp(min=0).prod(dim=1)
-        denom = torch.minimum(area[best], area[rest]) if overlap == "min" else area[best] + area[rest] - inter
-        order = rest[inter / denom <= limit]
-    return torch.stack(keep)
+        denom = torch.minimum(area[left], area[rival]) if overlap == "min" else area[left] + area[rival] - inter
+        left = left[inter / denom <= limit]  # a kept box overlaps itself fully: it leaves too
+    return torch.cat(keep)
 
 
 def corrected(boxes: torch.Tensor, reg: torch.Tensor, plus_one: bool = True) -> torch.Tensor:
@@ -109,6 +119,14 @@ class MTCNN(Detector):
         self.faces, self.max_faces = faces, max_faces
         self.device = torch.device(device) if device else actor_device()
         self.pnet, self.rnet, self.onet = load_nets(self.device)
+        self.use_layout(torch.channels_last)
+
+    def use_layout(self, layout: torch.memory_format) -> None:
+        """The memory layout of the networks and what they are fed: channels-last (the default) lets the CPU's
+        and the GPU's convolution kernels read each pixel's channels together."""
+        self.layout = layout
+        for net in (self.pnet, self.rnet, self.onet):
+            net.to(memory_format=layout)
 
     @torch.no_grad()
     def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
@@ -127,7 +145,8 @@ class MTCNN(Detector):
         canvas = torch.zeros((len(images), 3, int(sizes[:, 0].max()), int(sizes[:, 1].max())), device=self.device)
         for i, img in enumerate(images):
             canvas[i, :, :img.shape[0], :img.shape[1]] = torch.as_tensor(np.ascontiguousarray(img)).permute(2, 0, 1)
-        return canvas, sizes
+        # channels-last also makes the many small crop resamplings fast (20x on a CPU, measured)
+        return canvas.contiguous(memory_format=self.layout), sizes
 
     def _scales(self, shortest: int) -> list[float]:
         scale, side, scales = 12.0 / self.min_face_size, shortest * 12.0 / self.min_face_size, []
@@ -136,21 +155,37 @@ class MTCNN(Detector):
             scale, side = scale * self.factor, side * self.factor
         return scales
 
+    def _level(self, canvas: torch.Tensor, sizes: torch.Tensor, scale: float,
+               photos: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pyramid level of ``photos``: each resized on its own, as if it were alone (so a photo's faces do
+        not depend on the photos beside it in the batch), then padded to one canvas; and each one's level size."""
+        shapes = torch.as_tensor([(int(sizes[i, 0] * scale + 1), int(sizes[i, 1] * scale + 1)) for i in photos],
+                                 device=canvas.device)
+        level = canvas.new_zeros((len(photos), 3, int(shapes[:, 0].max()), int(shapes[:, 1].max())))
+        for j, i in enumerate(photos):
+            h, w = int(sizes[i, 0]), int(sizes[i, 1])
+            level[j, :, :shapes[j, 0], :shapes[j, 1]] = F.interpolate(
+                canvas[i:i + 1, :, :h, :w], size=(int(shapes[j, 0]), int(shapes[j, 1])), mode="area")[0]
+        return _normalised(level).contiguous(memory_format=self.layout), shapes
+
     def _propose(self, canvas: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """P-Net over the pyramid: squared proposals (K, 4) and the photo of each."""
-        height, width = canvas.shape[2:]
+        """P-Net over each photo's own pyramid: squared proposals (K, 4) and the photo of each."""
+        levels = [len(self._scales(int(min(h, w)))) for h, w in sizes.tolist()]
         found, photos = [], []
-        for scale in self._scales(int(sizes.min(dim=1).values.max())):
-            level = F.interpolate(canvas, size=(int(height * scale + 1), int(width * scale + 1)), mode="area")
-            reg, prob = self.pnet(_normalised(level))
-            photo, y, x = (prob >= self.thresholds[0]).nonzero(as_tuple=True)
+        for k, scale in enumerate(self._scales(int(sizes.min(dim=1).values.max()))):
+            present = [i for i, n in enumerate(levels) if n > k]
+            level, shapes = self._level(canvas, sizes, scale, present)
+            reg, prob = self.pnet(level)
+            j, y, x = (prob >= self.thresholds[0]).nonzero(as_tuple=True)
+            # only windows wholly on their photo: a photo alone has no others
+            whole = (2 * x + 12 <= shapes[j, 1]) & (2 * y + 12 <= shapes[j, 0])
+            j, y, x = j[whole], y[whole], x[whole]
             cell = torch.stack([x, y], dim=1).to(canvas.dtype)
             boxes = torch.cat([((2 * cell + 1) / scale).floor(), ((2 * cell + 12) / scale).floor()], dim=1)
-            inside = (boxes[:, 0] < sizes[photo, 1]) & (boxes[:, 1] < sizes[photo, 0])  # not on the padding
-            keep = nms(boxes[inside], prob[photo, y, x][inside], photo[inside], NMS_LEVEL)
-            score = prob[photo, y, x][inside][keep]
-            found.append(torch.cat([boxes[inside][keep], score[:, None], reg[photo, :, y, x][inside][keep]], dim=1))
-            photos.append(photo[inside][keep])
+            photo = torch.as_tensor(present, device=canvas.device)[j]
+            keep = nms(boxes, prob[j, y, x], photo, NMS_LEVEL)
+            found.append(torch.cat([boxes[keep], prob[j, y, x][keep, None], reg[j, :, y, x][keep]], dim=1))
+            photos.append(photo[keep])
         if not found:
             return canvas.new_zeros((0, 4)), torch.zeros(0, dtype=torch.long, device=canvas.device)
         rows, photo = torch.cat(found), torch.cat(photos)
@@ -163,7 +198,7 @@ class MTCNN(Detector):
         patches, ok = crops(canvas, sizes, boxes, photo, 24)
         if not len(ok):
             return boxes[:0], photo[:0]
-        reg, prob = self.rnet(patches)
+        reg, prob = self.rnet(patches.contiguous(memory_format=self.layout))
         boxes, photo = boxes[ok], photo[ok]
         sure = prob > self.thresholds[1]
         boxes, photo, prob, reg = boxes[sure], photo[sure], prob[sure], reg[sure]
@@ -175,7 +210,7 @@ class MTCNN(Detector):
         patches, ok = crops(canvas, sizes, boxes, photo, 48)
         if not len(ok):
             return boxes[:0], boxes.new_zeros(0), boxes.new_zeros((0, 5, 2)), photo[:0]
-        reg, marks, prob = self.onet(patches)
+        reg, marks, prob = self.onet(patches.contiguous(memory_format=self.layout))
         boxes, photo = boxes[ok], photo[ok]
         sure = prob > self.thresholds[2]
         boxes, photo, prob, reg, marks = boxes[sure], photo[sure], prob[sure], reg[sure], marks[sure]

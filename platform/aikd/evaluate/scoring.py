@@ -2,7 +2,8 @@
 
 Conditions: ``aligned`` (5-point similarity alignment), ``misaligned_<s>`` (the same
 after landmark noise of strength s, seeded per image, so every model sees the same
-misaligned crop) and ``box`` (the detector box, squared and resized: no landmarks).
+misaligned crop), ``box`` (the detector box, squared and resized: no landmarks) and
+``detected`` (aligned by the landmarks a face detector finds in the image).
 The FR model sees exactly the crop the FIQA models see.
 
 The faces are planned, read, aligned and scored by the scoring job's code

@@ -28,6 +28,7 @@ from aikd.config import EvaluateConfig, ScoreConfig
 from aikd.data.pipeline import decode_image
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
 from aikd.data.split import stable_hash
+from aikd.detect import Detector, create_detector
 from aikd.errors import AikdError
 from aikd.models.weights import export_onnx, load_model, preprocess_of
 from aikd.registry import ONNX_FILE
@@ -39,6 +40,7 @@ from aikd.score.views import (
     crop_column,
     embedding_column,
     is_crop_column,
+    matching_face,
     quality_column,
     reject_reason,
     view_matrices,
@@ -50,14 +52,41 @@ from aikd.teachers import TeacherBatch, create_teacher
 __all__ = ["AlignAndScore", "Aligner", "Scorer", "backend_for", "crop_column"]
 
 
-def align_faces(faces: dict, views: list[View], sizes: list[int]) -> dict:
-    """Decode each face once and warp it under every view at every size; a reason where it cannot be."""
+DETECT_BATCH = 16  # photos per detector call: its canvas holds them all at once
+
+
+def detected_landmarks(detector: Detector, images: list, landmarks: np.ndarray,
+                       reasons: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Each usable face's landmarks as ``detector`` finds them in its image ((N, 10), NaN where not found), and
+    the reasons, with the faces it did not find added."""
+    found, reasons = np.full((len(images), 10), np.nan), list(reasons)
+    todo = [i for i, why in enumerate(reasons) if not why]
+    for start in range(0, len(todo), DETECT_BATCH):
+        part = todo[start:start + DETECT_BATCH]
+        photos = [np.ascontiguousarray(images[i][:, :, ::-1]) for i in part]  # decoded BGR; detectors take RGB
+        for i, faces in zip(part, detector.detect(photos), strict=True):
+            match = matching_face(faces, landmarks[i])
+            if isinstance(match, str):
+                reasons[i] = match
+            else:
+                found[i] = match
+    return found, reasons
+
+
+def align_faces(faces: dict, views: list[View], sizes: list[int], detector: Detector | None = None) -> dict:
+    """Decode each face once and warp it under every view at every size; a reason where it cannot be.
+
+    A ``detected`` view needs ``detector``: a face it does not find is rejected under every
+    view, so that an evaluation compares its conditions on the same faces."""
     # a face already rejected (unreadable, a duplicate) is not decoded
     decoded = [decode_image(b) if not why else (None, why) for b, why in zip(faces[IMAGE], faces["reason"],
                                                                             strict=True)]
     images = [image for image, _ in decoded]
     reasons = [reject_reason(views, img, lm, box, why) for (img, why), lm, box in
                zip(decoded, faces[LANDMARKS], faces[BBOX], strict=True)]
+    detected = None
+    if any(v.kind == "detected" for v in views):
+        detected, reasons = detected_landmarks(detector, images, faces[LANDMARKS], reasons)
     ok = [i for i, why in enumerate(reasons) if not why]
     out = {IMAGE_ID: faces[IMAGE_ID], SUBJECT_ID: faces[SUBJECT_ID], "reason": np.asarray(reasons, dtype=object)}
     used = [images[i] for i in ok]
@@ -68,7 +97,8 @@ def align_faces(faces: dict, views: list[View], sizes: list[int]) -> dict:
         for size in sizes:
             crops = np.zeros((len(reasons), size, size, 3), np.uint8)
             if ok:
-                m = view_matrices(view, size, landmarks, boxes, shapes, hashes.get(view.seed))
+                m = view_matrices(view, size, landmarks, boxes, shapes, hashes.get(view.seed),
+                                  None if detected is None else detected[ok])
                 crops[ok] = warp_rgb(used, m, size)
             out[crop_column(size, view.name)] = crops
     return out
@@ -80,11 +110,13 @@ class Aligner:
     def __init__(self, cfg: ScoreConfig | EvaluateConfig, sizes: list[int]):
         cv2.setNumThreads(1)  # Ray already runs one actor per core
         self.views, self.sizes = views_of(cfg), sorted(set(sizes))
+        spec = getattr(cfg, "detected", None)  # an evaluation's detected condition
+        self.detector = create_detector(spec.name, **spec.options) if spec is not None else None
 
     def __call__(self, items: dict) -> dict:
         unit = {k: v[0] for k, v in items.items()}
         faces = read_unit(unit)
-        out = align_faces(faces, self.views, self.sizes)
+        out = align_faces(faces, self.views, self.sizes, self.detector)
         n = len(out["reason"])
         return {"file": np.full(n, unit.get("file", ""), dtype=object),
                 ORDER: int(unit.get("start", 0)) + np.arange(n, dtype=np.int64)} | out
