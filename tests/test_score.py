@@ -236,3 +236,51 @@ def test_the_shipped_spec_validates():
 
     cfg = load_spec("jobs/score.yaml", ScoreConfig)
     assert cfg.models[0].model == "models:/aikd-student@candidate" and cfg.alignment == "landmarks"
+
+
+def _raw_folder(gallery, folder, n: int) -> list[str]:
+    """``n`` of the gallery's photos as files ``<subject>/<k>.<ext>`` under ``folder``; their CSV table rows."""
+    table = read_shards(gallery[0]).slice(0, n).to_pylist()
+    rows = []
+    for k, r in enumerate(table):
+        ext = "png" if r["image"].startswith(b"\x89PNG") else "jpg"
+        path = f"{r['subject_id']}/{k:03d}.{ext}"
+        (folder / r["subject_id"]).mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(r["image"])
+        rows.append(",".join([path, *(f"{v:.3f}" for v in r["landmarks"])]))
+    return rows
+
+
+def test_a_landmarks_tables_gaps_are_rejects_and_a_fixed_table_is_scored_again(ray_local, gallery, tmp_path):
+    from aikd.data.ingest import OUTSIDE_ROOT
+    from aikd.errors import AikdError
+
+    _, student, _ = gallery
+    folder, table = tmp_path / "photos", tmp_path / "landmarks.csv"
+    rows = _raw_folder(gallery, folder, 12)
+    last = rows[-1].split(",")[0]
+    ghost = "ghost/missing.png," + ",".join(["50"] * 10)
+    table.write_text("\n".join(rows[:-1] + [ghost, "/abs/x.png," + ",".join(["50"] * 10)]) + "\n")
+    spec = _spec(tmp_path / "out", [{"name": "s", "model": student}], images=str(folder), landmarks=str(table),
+                 images_per_file=4, backend="torch")
+    first = run_score(spec)
+    rejects = {r["image_id"]: r["reason"] for r in read_rejects(spec.out).to_pylist()}
+    assert rejects == {last: "no row in the landmarks table", "ghost/missing.png": "image file not found",
+                       "/abs/x.png": OUTSIDE_ROOT}  # each gap with its true reason, none only counted
+    assert first["counts"]["rows_scored"] == 11 and first["counts"]["rejected"] == 3
+    # the table fixed: the file holding that image is scored again, the others are done
+    table.write_text("\n".join(rows) + "\n")
+    fixed = run_score(spec)
+    assert (fixed["counts"]["files_scored_now"], fixed["counts"]["files_done_before"]) == (1, 2)
+    assert fixed["counts"]["rows_scored"] == 12 and fixed["counts"]["rejected"] == 0
+    assert last in set(_table(spec.out)["image_id"].to_pylist())
+    # an image added (the folder's last file changes): only that file again
+    (folder / last).with_name("zz.png").write_bytes((folder / last).read_bytes())
+    table.write_text("\n".join(rows + [rows[-1].replace(last, str((folder / last).with_name("zz.png")
+                                                                   .relative_to(folder)))]) + "\n")
+    grown = run_score(spec)
+    assert grown["counts"]["files_scored_now"] == 1 and grown["counts"]["rows_scored"] == 13
+    # a table whose paths name nothing under the images root is a user error, said in one line
+    table.write_text("\n".join(f"{folder}/{r}" for r in rows) + "\n")
+    with pytest.raises(AikdError, match=r"none of the 12 rows of .* names an image under .*: paths are relative"):
+        run_score(spec)

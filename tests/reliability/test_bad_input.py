@@ -30,7 +30,7 @@ it is planned, before any work.
 | landmarks far outside the image (a point more than half the image's side beyond its edge) | rejected: landmarks outside the image | rejected: landmarks outside the image | same | same | same with alignment: landmarks; kept with alignment: box |
 | NaN label | folder: has no labels; pickles: rejected: non-finite label <name> | kept (label writes its own q_ columns, other columns pass through) | rejected: non-finite label q_<x> | kept (labels are not read) | kept (not read) |
 | duplicate image_id | rejected: duplicate image_id (a path repeated in the landmarks table; its first entry is used) | kept: rows pass through, each is labelled | kept: both rows train | rejected: duplicate image_id for every row after the first in plan order (a repeated id would be a mated pair with itself) | shards: rejected: duplicate image_id after the first in plan order, across shards too, so each id is scored once; folder: cannot happen (paths are unique) |
-| image_id absolute or with ../ | rejected: image path outside the images root (never read) | kept (in a shard an id is only a key) | kept | kept | shards: kept; folder: never listed, so never read; landmarks table entries counted in table_entries_outside_root |
+| image_id absolute or with ../ | rejected: image path outside the images root (never read) | kept (in a shard an id is only a key) | kept | kept | shards: kept; folder: never listed, so never read; landmarks table entries rejected (outside the images root) and counted in table_entries_outside_root |
 | box with x2 < x1 | rejected: invalid bbox | kept (the box is not used) | kept | rejected: invalid box (box condition on) | kept with alignment: landmarks; rejected: invalid box with alignment: box |
 | wrong column type (landmarks as strings) | n/a (ingest writes shards) | AikdError at planning: ShardSchemaError naming the file and the column | AikdError at planning: ShardSchemaError naming the file and the column | same | same |
 | empty shard (0 rows) | n/a | an empty output shard: 0 rows in, 0 out | adds no rows | adds no rows | an empty output file: rows_in 0 |
@@ -74,7 +74,7 @@ from aikd.config import (
     StudentConfig,
     TeacherSpec,
 )
-from aikd.data.ingest import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, check_image, ingest_aikd, ingest_folder
+from aikd.data.ingest import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, OUTSIDE_ROOT, check_image, ingest_aikd, ingest_folder
 from aikd.data.pipeline import decode_image, plan_units
 from aikd.data.schema import IMAGE_ID
 from aikd.data.shards import read_rejects, read_shards, read_summary, write_shard
@@ -505,8 +505,9 @@ def test_folder_scoring_aligner_rejects_each_bad_kind_and_reads_nothing_outside_
     real_read, real_imdecode = Location.read_bytes, cv2.imdecode
     monkeypatch.setattr(Location, "read_bytes", lambda self: read.append(self.path) or real_read(self))
     monkeypatch.setattr(cv2, "imdecode", lambda buf, flags: decoded.append(bytes(buf)) or real_imdecode(buf, flags))
-    files, facts = plan(cfg)
+    files, facts, planned = plan(cfg)
     assert facts == {"table_entries_without_image": 0, "table_entries_outside_root": 2}
+    assert planned == sorted([("../secret.jpg", OUTSIDE_ROOT), (gallery["secret"], OUTSIDE_ROOT)])  # rejects too
     aligner = Aligner(cfg, [64])
     results = [aligner({k: [v] for k, v in unit.items()}) for unit in _units(files)]
     reasons = {str(i): str(r) for out in results for i, r in zip(out[IMAGE_ID], out["reason"], strict=True)}

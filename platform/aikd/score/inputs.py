@@ -13,16 +13,30 @@ faces the same way (:func:`plan_shards`), so both jobs find duplicates alike.
 
 Each unit's ``start`` is the plan position of its first row: rows carry it on (``order``)
 so a job can put what comes back, in whatever order, into plan order.
+
+Each output file also carries a digest of its inputs (``inputs``): the shard's size and
+modification time, or for a folder each image's path, size and modification time and
+its landmarks-table row. A rerun scores a file again when that digest changed, so a
+fixed table row or an added image is never skipped as "done before".
+
+A folder with a landmarks table also plans the table's own problems as rejects: an
+image with no row ("no row in the landmarks table"), a row whose image is not there
+("image file not found"), a row naming a path outside the images root. A table none of
+whose rows names an image under the root is a user error, not a job that rejects
+everything.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from aikd.config import DataConfig, ScoreConfig
@@ -34,6 +48,8 @@ from aikd.errors import AikdError
 from aikd.storage import resolve
 
 ORDER = "order"  # a row's position in plan order
+NO_ROW = "no row in the landmarks table"
+NOT_FOUND = "image file not found"
 
 
 @dataclass
@@ -44,11 +60,17 @@ class OutputFile:
     sources: list[str]
     rows: int = 0
     units: list[dict] = field(default_factory=list)
+    inputs: str = ""  # digest of what goes in: a rerun scores the file again when it changed
 
 
-def plan(cfg: ScoreConfig) -> tuple[list[OutputFile], dict]:
-    """The output files of the job and facts about the input (e.g. table entries without an image)."""
-    return (plan_shards(cfg.shards), {}) if cfg.shards else _plan_folder(cfg)
+def digest(parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan(cfg: ScoreConfig) -> tuple[list[OutputFile], dict, list[tuple[str, str]]]:
+    """The output files of the job, facts about the input, and the rows rejected by the plan itself
+    (a landmarks table's rows without an image)."""
+    return (plan_shards(cfg.shards), {}, []) if cfg.shards else _plan_folder(cfg)
 
 
 def plan_shards(shards: list[str]) -> list[OutputFile]:
@@ -57,7 +79,9 @@ def plan_shards(shards: list[str]) -> list[OutputFile]:
     for i, uri in enumerate(shards):
         for shard in shard_files(uri):  # every shard gets its output file, an empty one too
             name = posixpath.basename(shard.path)
-            out = OutputFile(f"in{i:02d}-{name}" if len(shards) > 1 else name, [shard.uri])
+            info = shard.info()
+            out = OutputFile(f"in{i:02d}-{name}" if len(shards) > 1 else name, [shard.uri],
+                             inputs=digest([shard.uri, info.size, info.mtime_ns]))
             for unit in plan_units(DataConfig(shards=[shard.uri])):
                 out.rows += unit.rows
                 out.units.append({"file": out.name, "uri": unit.uri, "row_group": unit.row_group, "rows": unit.rows,
@@ -109,29 +133,40 @@ def mark_duplicates(units: list[dict]) -> None:
         start += u["rows"]
 
 
-def _plan_folder(cfg: ScoreConfig) -> tuple[list[OutputFile], dict]:
+def _plan_folder(cfg: ScoreConfig) -> tuple[list[OutputFile], dict, list[tuple[str, str]]]:
     root = resolve(cfg.images)
-    paths = sorted(posixpath.relpath(f.path, root.path) for f in root.list_files()
-                   if f.path.lower().endswith(IMAGE_SUFFIXES))
+    found = root.info(pafs.FileSelector(root.path, recursive=True))
+    stats = {posixpath.relpath(f.path, root.path): (f.size, f.mtime_ns) for f in found
+             if f.type == pafs.FileType.File and f.path.lower().endswith(IMAGE_SUFFIXES)
+             and not posixpath.basename(f.path).startswith((".", "_"))}
+    paths = sorted(stats)
     if not paths:
         raise AikdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root.uri}")
     table = read_landmarks_file(resolve(cfg.landmarks)) if cfg.landmarks else {}
+    if table and not set(table) & set(paths):
+        example = next(iter(table))
+        raise AikdError(f"none of the {len(table)} rows of {cfg.landmarks} names an image under {root.uri}: paths are "
+                        f"relative to images (e.g. {paths[0]!r}); its first row names {example!r}")
     files = []
     for k, start in enumerate(range(0, len(paths), cfg.images_per_file)):
         chunk = paths[start:start + cfg.images_per_file]
-        out = OutputFile(f"images-{k:05d}.parquet", [root.uri], rows=len(chunk))
+        records = [table.get(p) for p in chunk]
+        rows = [[p, stats[p], (r.landmarks, r.bbox) if r else None] for p, r in zip(chunk, records, strict=True)]
+        out = OutputFile(f"images-{k:05d}.parquet", [root.uri], rows=len(chunk),
+                         inputs=digest([root.uri, cfg.landmarks is not None, rows]))
         for u in range(0, len(chunk), cfg.batch_size):
-            part = chunk[u:u + cfg.batch_size]
-            records = [table.get(p) for p in part]
+            part, part_records = chunk[u:u + cfg.batch_size], records[u:u + cfg.batch_size]
             out.units.append({"file": out.name, "root": root.uri, "paths": part, "rows": len(part),
-                              "landmarks": [r.landmarks if r and r.landmarks else None for r in records],
-                              "bbox": [r.bbox if r else None for r in records]})
+                              "landmarks": [r.landmarks if r and r.landmarks else None for r in part_records],
+                              "bbox": [r.bbox if r else None for r in part_records],
+                              "reasons": [NO_ROW if table and r is None else "" for r in part_records]})
         files.append(out)
     _number_rows([u for f in files for u in f.units])
-    unmatched = set(table) - set(paths)
-    outside = sum(outside_root(p) for p in unmatched)  # never read: the plan lists files under the root only
-    facts = {"table_entries_without_image": len(unmatched) - outside, "table_entries_outside_root": outside}
-    return files, facts if table else {}
+    unmatched = sorted(set(table) - set(paths))  # rows naming no image: rejects too, never lost
+    rejects = [(p, OUTSIDE_ROOT if outside_root(p) else NOT_FOUND) for p in unmatched]
+    facts = {"table_entries_without_image": sum(r == NOT_FOUND for _, r in rejects),
+             "table_entries_outside_root": sum(r == OUTSIDE_ROOT for _, r in rejects)}
+    return files, facts if table else {}, rejects
 
 
 def _numbers(values, width: int) -> np.ndarray:
@@ -154,7 +189,14 @@ def read_unit(unit: dict) -> dict:
                 BBOX: list(batch[BBOX])}
     root = resolve(unit["root"])
     blobs, reasons = [], []
-    for path in unit["paths"]:
+    planned_reasons = unit.get("reasons")  # through Ray Data: an array
+    if planned_reasons is None:
+        planned_reasons = [""] * len(unit["paths"])
+    for path, planned in zip(unit["paths"], planned_reasons, strict=True):
+        if planned:  # rejected by the plan: not read
+            blobs.append(None)
+            reasons.append(planned)
+            continue
         if outside_root(path):  # the plan lists files under the root, so only a hand-made unit gets here
             blobs.append(None)
             reasons.append(OUTSIDE_ROOT)

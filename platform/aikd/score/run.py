@@ -7,10 +7,12 @@ scored, rejects with reasons, the models that scored it); at the end ``_manifest
 (all of them), ``_rejects.parquet`` and ``_summary.json`` (the job shell's).
 
 Rerun contract: resume per output file. A file is written whole (atomically), then its
-manifest entry; a rerun skips every file whose entry names the same models and
-alignment, and scores the rest again under the same names, so no row is lost or written
-twice. A model named by alias that now points at another version makes its files
-stale: they are scored again, and the summary says so. One job writes an output at a
+manifest entry; a rerun skips every file whose entry names the same models, alignment
+and inputs (:attr:`aikd.score.inputs.OutputFile.inputs`: the shard, or the images and
+their table rows), and scores the rest again under the same names, so no row is lost or
+written twice. A model named by alias that now points at another version, a fixed table
+row or an added image makes its files stale: they are scored again, and the summary
+says so. One job writes an output at a
 time (:mod:`aikd.lock`): a second one refuses.
 """
 
@@ -72,13 +74,18 @@ def _manifest(out: Location, name: str) -> Location:
     return out.join(MANIFEST_DIR, name.removesuffix(".parquet") + ".json")
 
 
+def file_signature(sig: dict, f: OutputFile) -> dict:
+    """The job's signature with the file's own inputs."""
+    return sig | {"inputs": f.inputs}
+
+
 def split_done(out: Location, files: list[OutputFile], sig: dict) -> tuple[list[OutputFile], list[dict], dict]:
     """(files to score, manifest entries of files done, {file: signature it was scored with} of stale ones)."""
     todo, done, stale = [], [], {}
     for f in files:
         entry = _manifest(out, f.name)
         record = json.loads(entry.read_text()) if entry.exists() else None
-        if record is not None and record["signature"] == sig:
+        if record is not None and record["signature"] == file_signature(sig, f):
             done.append(record)
         else:
             todo.append(f)
@@ -126,7 +133,7 @@ def write_file(cfg: ScoreConfig, out: Location, f: OutputFile, models: list[dict
     bad = batch["reason"] != ""
     record = {"file": f.name, "sources": f.sources, "rows_in": int(len(bad)), "rows_scored": int((~bad).sum()),
               "rejects": [[str(i), str(r)] for i, r in zip(batch[IMAGE_ID][bad], batch["reason"][bad], strict=True)],
-              "signature": sig}
+              "signature": file_signature(sig, f)}
     _manifest(out, f.name).write_text(json.dumps(record))
     return record, batch
 
@@ -182,31 +189,32 @@ def _work(job: Job, asked: ScoreConfig) -> Outcome:
     cfg, out = job.cfg, job.out
     models = model_list(cfg, asked, job.models)
     sig = signature(cfg, models)
-    files, facts = plan(cfg)
+    files, facts, planned_rejects = plan(cfg)
     todo, done, stale = split_done(out, files, sig)
     total = sum(f.rows for f in files)
     share = min(1.0, QUANTILE_SAMPLE / max(total, 1))
     if stale:
-        job.log(f"{len(stale)} files were scored with other models or alignment: scoring them again")
+        job.log(f"{len(stale)} files were scored with other inputs, models or alignment: scoring them again")
     job.log(f"{len(files)} files, {len(done)} done before, {len(todo)} to score ({sum(f.rows for f in todo)} faces)")
     samples: dict[str, list] = {m["name"]: [] for m in models}
     _done_samples(out, done, models, samples, share)
     with Progress("score", "faces", sum(f.rows for f in todo), every_s=cfg.progress_every_s) as progress:
         records = stream(cfg, out, todo, models, sig, progress, samples, share) if todo else []
-    counts, rejects, fields = summarise(cfg, out, files, done, records, models, samples, progress, stale, facts)
+    counts, rejects, fields = summarise(cfg, out, files, done, records, models, samples, progress, stale, facts,
+                                        planned_rejects)
     return Outcome(counts=counts, rejects=rejects, fields=fields, metrics=counts | {"rows_per_s": fields["rows_per_s"]},
                    files=[MANIFEST_FILE])
 
 
 def summarise(cfg: ScoreConfig, out: Location, files: list[OutputFile], done: list[dict], new: list[dict],
               models: list[dict], samples: dict, progress: Progress, stale: dict,
-              facts: dict) -> tuple[dict, dict, dict]:
-    """The whole output's manifest and rejects table (files done before included); the summary's counts,
-    rejects by reason and the job's own fields."""
+              facts: dict, planned_rejects: list[tuple[str, str]]) -> tuple[dict, dict, dict]:
+    """The whole output's manifest and rejects table (files done before, and the plan's own rejects,
+    included); the summary's counts, rejects by reason and the job's own fields."""
     order = {f.name: i for i, f in enumerate(files)}
     records = sorted(done + new, key=lambda r: order[r["file"]])
     out.join(MANIFEST_FILE).write_text(json.dumps(records, indent=1) + "\n")
-    rejects = [tuple(r) for rec in records for r in rec["rejects"]]
+    rejects = [tuple(r) for rec in records for r in rec["rejects"]] + planned_rejects
     write_rejects(out.uri, rejects)
     quantiles = {}
     for m in models:
