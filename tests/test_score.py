@@ -284,3 +284,43 @@ def test_a_landmarks_tables_gaps_are_rejects_and_a_fixed_table_is_scored_again(r
     table.write_text("\n".join(f"{folder}/{r}" for r in rows) + "\n")
     with pytest.raises(AikdError, match=r"none of the 12 rows of .* names an image under .*: paths are relative"):
         run_score(spec)
+
+
+def test_raw_photos_are_scored_a_row_per_face_found_and_a_photo_without_one_is_a_reject(ray_local, gallery,
+                                                                                       tmp_path):
+    from skimage import data
+
+    from aikd.align import align
+    from aikd.detect import create_detector
+    from aikd.models.weights import load_model
+
+    _, student, _ = gallery
+    portrait = data.astronaut()
+    group = np.full((260, 620, 3), 90, np.uint8)  # the portrait's face and two smaller copies beside it
+    face = portrait[40:200, 160:290]
+    group[40:200, 245:375], group[80:160, 40:105], group[80:160, 520:585] = face, face[::2, ::2], face[::2, ::2]
+    photos = {"a/portrait.png": portrait, "a/group.jpg": group, "b/blank.png": np.full((200, 200, 3), 128, np.uint8)}
+    folder = tmp_path / "raw"
+    for path, rgb in photos.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    spec = _spec(tmp_path / "out", [{"name": "s", "model": student}], images=str(folder), alignment="detect",
+                 backend="torch")
+    summary = run_score(spec)
+    scores = read_scores(spec.out).to_pylist()
+    assert sorted(r["image_id"] for r in scores) == ["a/group.jpg#0", "a/group.jpg#1", "a/group.jpg#2",
+                                                      "a/portrait.png#0"]
+    assert {r["image_id"]: r["reason"] for r in read_rejects(spec.out).to_pylist()} == {
+        "b/blank.png": "no face detected"}
+    assert summary["counts"]["rows"] == 3 and summary["counts"]["rows_scored"] == 4  # photos in, faces scored
+    # each row is the student's own score of the face aligned by the landmarks it reports
+    model, card = load_model(student)
+    decoded = cv2.cvtColor(cv2.imread(str(folder / "a/portrait.png")), cv2.COLOR_BGR2RGB)
+    row = next(r for r in scores if r["image_id"] == "a/portrait.png#0")
+    landmarks = np.asarray(row["face_landmarks"], np.float64).reshape(5, 2)
+    with torch.no_grad():
+        own = model.eval()(preprocess_of(model)(align(decoded, landmarks, card.input_size)[None]))[1].item()
+    assert abs(row["quality"] - own) <= 1e-4
+    [[found]] = create_detector("mtcnn", device="cpu").detect([decoded])
+    np.testing.assert_allclose(landmarks, found.landmarks, atol=1e-3)
+    assert row["detector_score"] > 0.99 and len(row["face_box"]) == 4

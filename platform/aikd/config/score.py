@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from aikd.config.common import Resources, cpu_only
+from aikd.config.common import DetectorSpec, Resources, cpu_only
 from aikd.config.jobspec import JobSpec
 from aikd.spec import Frozen, PlainName, distinct
 
@@ -29,9 +29,10 @@ class ScoreConfig(JobSpec):
     landmarks: str | None = Field(None, description="CSV/JSON table for `images`: path -> 10 landmark numbers "
                                   "(+ 4 box numbers), as `aikd ingest folder` reads it")
     images_per_file: int = Field(10_000, ge=1, description="images of a folder per output file (resume unit)")
-    alignment: Literal["landmarks", "box", "aligned"] = Field(
-        "landmarks", description="5-point similarity alignment, the detector box squared and resized, or "
-        "pre-aligned crops resized to the model's input")
+    alignment: Literal["landmarks", "box", "aligned", "detect"] = Field(
+        "landmarks", description="5-point similarity alignment, the detector box squared and resized, "
+        "pre-aligned crops resized to the model's input, or detect: find the faces of each photo (a row per face)")
+    detector: DetectorSpec = Field(DetectorSpec(), description="the face detector of alignment: detect")
     box_margin: float = Field(0.0, ge=0)
     models: list[ScoreModel] = Field(min_length=1)
     out: str = Field(description="URI prefix of the score files, one per input shard")
@@ -53,9 +54,11 @@ class ScoreConfig(JobSpec):
             raise ValueError("give exactly one input: shards (face shards) or images (a folder of images)")
         if self.landmarks is not None and self.images is None:
             raise ValueError("landmarks is the table of an images folder: shards carry their own")
-        if self.images is not None and self.landmarks is None and self.alignment != "aligned":
+        if self.images is not None and self.landmarks is None and self.alignment not in ("aligned", "detect"):
             raise ValueError(f"alignment {self.alignment!r} needs landmarks or boxes: give landmarks (a table for "
-                             f"the images) or set alignment: aligned (the images are aligned crops)")
+                             f"the images), set alignment: detect (raw photos) or aligned (aligned crops)")
+        if self.alignment == "detect" and self.landmarks is not None:
+            raise ValueError("alignment detect finds the landmarks itself: leave out the landmarks table")
         distinct([m.name for m in self.models], "model names", "they label the scores")
         return self
 

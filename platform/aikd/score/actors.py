@@ -73,14 +73,52 @@ def detected_landmarks(detector: Detector, images: list, landmarks: np.ndarray,
     return found, reasons
 
 
-def align_faces(faces: dict, views: list[View], sizes: list[int], detector: Detector | None = None) -> dict:
-    """Decode each face once and warp it under every view at every size; a reason where it cannot be.
+def decode_faces(faces: dict) -> list[tuple[np.ndarray | None, str]]:
+    """Each face's image decoded (BGR), or why not; a face already rejected (unreadable, a duplicate) is not."""
+    return [decode_image(b) if not why else (None, why) for b, why in zip(faces[IMAGE], faces["reason"], strict=True)]
+
+
+# what a scoring job with alignment: detect adds to each row: the face the detector found
+FACE_BOX, FACE_LANDMARKS, DETECTOR_SCORE, SOURCE = "face_box", "face_landmarks", "detector_score", "source"
+
+
+def found_faces(faces: dict, detector: Detector) -> tuple[dict, list]:
+    """A row per face the detector finds in each photo (``<image_id>#<k>``, its landmarks and box), and the rows'
+    decoded images. A photo with no face, or one that does not decode, stays one row with its reason.
+    ``source`` is each row's photo (its position in ``faces``)."""
+    decoded = decode_faces(faces)
+    usable = [i for i, (image, _) in enumerate(decoded) if image is not None]
+    found: dict[int, list] = {}
+    for start in range(0, len(usable), DETECT_BATCH):
+        part = usable[start:start + DETECT_BATCH]
+        photos = [np.ascontiguousarray(decoded[i][0][:, :, ::-1]) for i in part]  # decoded BGR; detectors take RGB
+        found.update(zip(part, detector.detect(photos), strict=True))
+    rows: list[tuple] = []  # (photo, id, landmarks, box, score, reason)
+    for i, (image, why) in enumerate(decoded):
+        ident = str(faces[IMAGE_ID][i])
+        if image is None or not found.get(i):
+            rows.append((i, ident, np.full(10, np.nan), np.full(4, np.nan), np.nan, why or "no face detected"))
+            continue
+        rows += [(i, f"{ident}#{f.index}", f.landmarks.reshape(10), f.box, f.score, "") for f in found[i]]
+    photo = np.asarray([r[0] for r in rows], np.int64)
+    out = {IMAGE_ID: np.asarray([r[1] for r in rows], dtype=object), SUBJECT_ID: faces[SUBJECT_ID][photo],
+           IMAGE: [faces[IMAGE][i] for i in photo], "reason": [r[5] for r in rows],
+           LANDMARKS: np.stack([r[2] for r in rows]).astype(np.float64) if rows else np.zeros((0, 10)),
+           BBOX: [None] * len(rows), SOURCE: photo,
+           FACE_BOX: np.stack([r[3] for r in rows]).astype(np.float32) if rows else np.zeros((0, 4), np.float32),
+           DETECTOR_SCORE: np.asarray([r[4] for r in rows], np.float32)}
+    out[FACE_LANDMARKS] = out[LANDMARKS].astype(np.float32)
+    return out, [(decoded[i][0], r[5]) for i, r in zip(photo, rows, strict=True)]
+
+
+def align_faces(faces: dict, views: list[View], sizes: list[int], detector: Detector | None = None,
+                decoded: list | None = None) -> dict:
+    """Decode each face once (unless ``decoded`` already has it) and warp it under every view at every size; a
+    reason where it cannot be.
 
     A ``detected`` view needs ``detector``: a face it does not find is rejected under every
     view, so that an evaluation compares its conditions on the same faces."""
-    # a face already rejected (unreadable, a duplicate) is not decoded
-    decoded = [decode_image(b) if not why else (None, why) for b, why in zip(faces[IMAGE], faces["reason"],
-                                                                            strict=True)]
+    decoded = decode_faces(faces) if decoded is None else decoded
     images = [image for image, _ in decoded]
     reasons = [reject_reason(views, img, lm, box, why) for (img, why), lm, box in
                zip(decoded, faces[LANDMARKS], faces[BBOX], strict=True)]
@@ -110,16 +148,22 @@ class Aligner:
     def __init__(self, cfg: ScoreConfig | EvaluateConfig, sizes: list[int]):
         cv2.setNumThreads(1)  # Ray already runs one actor per core
         self.views, self.sizes = views_of(cfg), sorted(set(sizes))
-        spec = getattr(cfg, "detected", None)  # an evaluation's detected condition
+        # an evaluation's detected condition, or a scoring job that finds the faces of raw photos
+        self.find = isinstance(cfg, ScoreConfig) and cfg.alignment == "detect"
+        spec = cfg.detector if self.find else getattr(cfg, "detected", None)
         self.detector = create_detector(spec.name, **spec.options) if spec is not None else None
 
     def __call__(self, items: dict) -> dict:
         unit = {k: v[0] for k, v in items.items()}
         faces = read_unit(unit)
-        out = align_faces(faces, self.views, self.sizes, self.detector)
+        source, decoded, found = np.arange(len(faces[IMAGE_ID]), dtype=np.int64), None, {}
+        if self.find:  # a row per face found; ``order`` stays its photo's plan position
+            faces, decoded = found_faces(faces, self.detector)
+            source, found = faces[SOURCE], {k: faces[k] for k in (FACE_BOX, FACE_LANDMARKS, DETECTOR_SCORE)}
+        out = align_faces(faces, self.views, self.sizes, None if self.find else self.detector, decoded)
         n = len(out["reason"])
         return {"file": np.full(n, unit.get("file", ""), dtype=object),
-                ORDER: int(unit.get("start", 0)) + np.arange(n, dtype=np.int64)} | out
+                ORDER: int(unit.get("start", 0)) + source} | out | found
 
 
 class _TorchQuality:

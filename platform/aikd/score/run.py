@@ -34,8 +34,8 @@ from aikd.job import Job, Outcome, Shape, count_reasons, run_job
 from aikd.jobs import JobKind
 from aikd.models.weights import read_card
 from aikd.progress import Progress
-from aikd.score.actors import Aligner, Scorer
-from aikd.score.inputs import OutputFile, plan
+from aikd.score.actors import DETECTOR_SCORE, FACE_BOX, FACE_LANDMARKS, Aligner, Scorer
+from aikd.score.inputs import ORDER, OutputFile, plan
 from aikd.storage import Location, resolve
 
 MANIFEST_DIR = "_manifest"
@@ -44,13 +44,20 @@ QUANTILE_SAMPLE = 100_000  # scores per model kept (spread over files) for the s
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 SCHEMA = pa.schema([("image_id", pa.string()), ("model", pa.string()), ("model_uri", pa.string()),
                     ("model_version", pa.string()), ("quality", pa.float32()), ("alignment", pa.string())])
+# alignment: detect adds the face each row scored: its box and landmarks in the photo, the detector's confidence
+DETECT_SCHEMA = SCHEMA.append(pa.field(FACE_BOX, pa.list_(pa.float32(), 4))).append(
+    pa.field(FACE_LANDMARKS, pa.list_(pa.float32(), 10))).append(pa.field(DETECTOR_SCORE, pa.float32()))
 
 
 def read_scores(uri: str) -> pa.Table:
-    """Every score file under ``uri`` as one table (the side files, ``_*``, left out)."""
+    """Every score file under ``uri`` as one table (the side files, ``_*``, left out); with the detected faces'
+    columns when the job found its faces (alignment: detect)."""
     files = resolve(uri).list_files(".parquet")
-    return pa.concat_tables([pq.read_table(f.path, filesystem=f.fs, schema=SCHEMA) for f in files]) if files else (
-        SCHEMA.empty_table())
+    if not files:
+        return SCHEMA.empty_table()
+    detect = FACE_BOX in pq.read_schema(files[0].path, filesystem=files[0].fs).names
+    schema = DETECT_SCHEMA if detect else SCHEMA
+    return pa.concat_tables([pq.read_table(f.path, filesystem=f.fs, schema=schema) for f in files])
 
 
 def model_list(cfg: ScoreConfig, original: ScoreConfig, refs: list[dict]) -> list[dict]:
@@ -99,15 +106,21 @@ def score_table(cfg: ScoreConfig, models: list[dict], batch: dict) -> pa.Table:
     ok = batch["reason"] == ""
     order = np.argsort(batch[IMAGE_ID][ok], kind="stable")
     ids = batch[IMAGE_ID][ok][order].astype(str)
+    detect = cfg.alignment == "detect"
     parts = []
     for m in models:
         n = len(ids)
-        parts.append(pa.table({
+        columns = {
             "image_id": pa.array(ids, pa.string()), "model": pa.array([m["name"]] * n, pa.string()),
             "model_uri": pa.array([m["uri"]] * n, pa.string()), "model_version": pa.array([m["version"]] * n,
                                                                                           pa.string()),
             "quality": pa.array(batch[f"q__{m['name']}"][ok][order], pa.float32()),
-            "alignment": pa.array([cfg.alignment] * n, pa.string())}, schema=SCHEMA))
+            "alignment": pa.array([cfg.alignment] * n, pa.string())}
+        if detect:
+            columns |= {FACE_BOX: list(batch[FACE_BOX][ok][order]),
+                        FACE_LANDMARKS: list(batch[FACE_LANDMARKS][ok][order]),
+                        DETECTOR_SCORE: pa.array(batch[DETECTOR_SCORE][ok][order], pa.float32())}
+        parts.append(pa.table(columns, schema=DETECT_SCHEMA if detect else SCHEMA))
     table = pa.concat_tables(parts)
     return table.sort_by([("image_id", "ascending"), ("model", "ascending")])
 
@@ -121,8 +134,9 @@ def _sample(values: np.ndarray, share: float, seed: int) -> np.ndarray:
 
 def _empty(models: list[dict]) -> dict:
     """The scored columns of a file without faces (an empty input shard)."""
-    return {IMAGE_ID: np.zeros(0, object), "reason": np.zeros(0, object)} | {
-        f"q__{m['name']}": np.zeros(0, np.float32) for m in models}
+    return {IMAGE_ID: np.zeros(0, object), "reason": np.zeros(0, object), ORDER: np.zeros(0, np.int64),
+            FACE_BOX: np.zeros((0, 4), np.float32), FACE_LANDMARKS: np.zeros((0, 10), np.float32),
+            DETECTOR_SCORE: np.zeros(0, np.float32)} | {f"q__{m['name']}": np.zeros(0, np.float32) for m in models}
 
 
 def write_file(cfg: ScoreConfig, out: Location, f: OutputFile, models: list[dict], sig: dict, parts: list[dict]):
@@ -131,7 +145,9 @@ def write_file(cfg: ScoreConfig, out: Location, f: OutputFile, models: list[dict
     batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     write_shard(out.join(f.name), score_table(cfg, models, batch))
     bad = batch["reason"] != ""
-    record = {"file": f.name, "sources": f.sources, "rows_in": int(len(bad)), "rows_scored": int((~bad).sum()),
+    # rows in: the file's faces, or with alignment detect its photos (one may hold several faces, or none)
+    rows_in = len(np.unique(batch[ORDER]))
+    record = {"file": f.name, "sources": f.sources, "rows_in": rows_in, "rows_scored": int((~bad).sum()),
               "rejects": [[str(i), str(r)] for i, r in zip(batch[IMAGE_ID][bad], batch["reason"][bad], strict=True)],
               "signature": file_signature(sig, f)}
     _manifest(out, f.name).write_text(json.dumps(record))
@@ -151,19 +167,20 @@ def stream(cfg: ScoreConfig, out: Location, todo: list[OutputFile], models: list
     crops = map_actors(units, Aligner, {"cfg": cfg, "sizes": sizes}, cfg.decode)
     scored = then_actors(crops, Scorer, {"cfg": cfg, "models": models}, cfg.resources, blocks=len(units))
     by_name = {f.name: f for f in todo}
-    waiting = {f.name: f.rows for f in todo}
+    # a file is complete when every one of its input rows came back (a photo may come back as several faces)
+    arrived: dict[str, set[int]] = {f.name: set() for f in todo}
     parts: dict[str, list[dict]] = {f.name: [] for f in todo}
     for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
         for name in np.unique(batch["file"]):
             mine = batch["file"] == name
             parts[name].append({k: v[mine] for k, v in batch.items() if k != "file"})
-            waiting[name] -= int(mine.sum())
-            if waiting[name] == 0:
+            arrived[name].update(batch[ORDER][mine].tolist())
+            if len(arrived[name]) == by_name[name].rows:
                 record, rows = write_file(cfg, out, by_name[name], models, sig, parts.pop(name))
                 records.append(record)
                 for m in models:
                     samples[m["name"]].append(_sample(rows[f"q__{m['name']}"], share, len(records)))
-            progress.advance(int(mine.sum()), f"{len(records)}/{n_files} files written")
+            progress.update(sum(len(a) for a in arrived.values()), f"{len(records)}/{n_files} files written")
     if parts:
         raise AikdError(f"score: the stream ended before these files were complete: {sorted(parts)}")
     return records
@@ -198,7 +215,8 @@ def _work(job: Job, asked: ScoreConfig) -> Outcome:
     job.log(f"{len(files)} files, {len(done)} done before, {len(todo)} to score ({sum(f.rows for f in todo)} faces)")
     samples: dict[str, list] = {m["name"]: [] for m in models}
     _done_samples(out, done, models, samples, share)
-    with Progress("score", "faces", sum(f.rows for f in todo), every_s=cfg.progress_every_s) as progress:
+    unit = "photos" if cfg.alignment == "detect" else "faces"  # a photo may hold several faces, or none
+    with Progress("score", unit, sum(f.rows for f in todo), every_s=cfg.progress_every_s) as progress:
         records = stream(cfg, out, todo, models, sig, progress, samples, share) if todo else []
     counts, rejects, fields = summarise(cfg, out, files, done, records, models, samples, progress, stale, facts,
                                         planned_rejects)

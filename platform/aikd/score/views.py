@@ -49,7 +49,8 @@ def views_of(cfg: ScoreConfig | EvaluateConfig) -> list[View]:
     """A job's views: an evaluation's conditions in report order, or scoring's one alignment."""
     if isinstance(cfg, EvaluateConfig):
         return [condition_view(cfg, c) for c in cfg.conditions]
-    kind: Kind = {"landmarks": "landmarks", "box": "box", "aligned": "resized"}[cfg.alignment]
+    # detect: each face found becomes a row with the detector's landmarks (:func:`aikd.score.actors.found_faces`)
+    kind: Kind = {"landmarks": "landmarks", "box": "box", "aligned": "resized", "detect": "landmarks"}[cfg.alignment]
     return [View("", kind, margin=cfg.box_margin)]
 
 
