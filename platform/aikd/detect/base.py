@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aikd.errors import ComponentError
+from aikd.named import Named
 
 
 @dataclass(frozen=True)
@@ -35,40 +35,12 @@ class Detector(abc.ABC):
         """The faces of each photo (RGB uint8, HxWx3, sizes may differ), in the photo's order."""
 
 
-_DETECTORS: dict[str, type[Detector]] = {}
-
-
-def register_detector(name: str):
-    def wrap(cls):
-        if name in _DETECTORS:
-            raise ComponentError(f"detector {name!r} registered twice")
-        cls.name = name
-        _DETECTORS[name] = cls
-        return cls
-
-    return wrap
-
-
-def list_detectors() -> list[str]:
-    _load()
-    return sorted(_DETECTORS)
-
-
-def detector_class(name: str) -> type[Detector]:
-    _load()
-    if name not in _DETECTORS:
-        raise ComponentError(f"unknown detector {name!r}; valid: {', '.join(sorted(_DETECTORS))}")
-    return _DETECTORS[name]
-
-
-def create_detector(name: str, **options) -> Detector:
-    """Build a registered detector; options that are None are dropped."""
-    cls = detector_class(name)
-    try:
-        return cls(**{k: v for k, v in options.items() if v is not None})
-    except (TypeError, ValueError) as err:
-        raise ComponentError(f"bad options for detector {name!r}: {err}") from None
-
-
 def _load() -> None:
     from aikd.detect import mtcnn  # noqa: F401  (registration side effect)
+
+
+_REGISTRY: Named[Detector] = Named("detector", _load)
+register_detector = _REGISTRY.register
+list_detectors = _REGISTRY.names
+detector_class = _REGISTRY.get
+create_detector = _REGISTRY.create

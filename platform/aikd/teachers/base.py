@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aikd.errors import ComponentError
+from aikd.named import Named
 
 
 @dataclass
@@ -46,40 +46,12 @@ class Teacher(abc.ABC):
         """Quality of every row of the batch."""
 
 
-_TEACHERS: dict[str, type[Teacher]] = {}
-
-
-def register_teacher(name: str):
-    def wrap(cls):
-        if name in _TEACHERS:
-            raise ComponentError(f"teacher {name!r} registered twice")
-        cls.name = name
-        _TEACHERS[name] = cls
-        return cls
-
-    return wrap
-
-
-def list_teachers() -> list[str]:
-    _load()
-    return sorted(_TEACHERS)
-
-
-def teacher_class(name: str) -> type[Teacher]:
-    _load()
-    if name not in _TEACHERS:
-        raise ComponentError(f"unknown teacher {name!r}; valid: {', '.join(sorted(_TEACHERS))}")
-    return _TEACHERS[name]
-
-
-def create_teacher(name: str, **options) -> Teacher:
-    """Build a registered teacher; options that are None are dropped."""
-    cls = teacher_class(name)
-    try:
-        return cls(**{k: v for k, v in options.items() if v is not None})
-    except (TypeError, ValueError) as err:
-        raise ComponentError(f"bad options for teacher {name!r}: {err}") from None
-
-
 def _load() -> None:
     from aikd.teachers import external, fr_teachers  # noqa: F401  (registration side effect)
+
+
+_REGISTRY: Named[Teacher] = Named("teacher", _load)
+register_teacher = _REGISTRY.register
+list_teachers = _REGISTRY.names
+teacher_class = _REGISTRY.get
+create_teacher = _REGISTRY.create
