@@ -3,7 +3,8 @@
 On a terminal (stderr is one) a rich bar shows the count, rate and ETA as the work goes.
 Anywhere else (a pipe, a file, the log of a ``ray job submit`` run) the same facts come as
 one line each time a quarter of the work is done, and at least every ``every_s`` seconds
-of a long stage, so a short stage's log holds four lines and a long one's a line a minute.
+of a long stage (60 unless ``AIKD_PROGRESS_EVERY_S`` says otherwise), so a short stage's
+log holds four lines and a long one's a line a minute.
 
 Training runs on Ray Train workers, whose output reaches the driver only as log lines.
 Their rank 0 posts its step to a :class:`Board` (a small Ray actor the driver made), and
@@ -12,6 +13,7 @@ the driver :func:`watch`-es the board into a :class:`Progress`.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -26,13 +28,21 @@ from rich.progress import Progress as RichProgress
 from aikd.console import say
 
 QUARTERS = (0.25, 0.5, 0.75, 1.0)
+EVERY_ENV = "AIKD_PROGRESS_EVERY_S"
+
+
+def default_every_s() -> float:
+    """Most seconds between two progress lines in a log: ``AIKD_PROGRESS_EVERY_S``, else 60."""
+    return float(os.environ.get(EVERY_ENV, "60"))
 
 
 class Progress:
     """``done`` of ``total`` ``unit`` of one stage; ``note`` is shown beside them (the best metric so far)."""
 
-    def __init__(self, stage: str, unit: str, total: int | None, *, live: bool | None = None, every_s: float = 60.0):
-        self.stage, self.unit, self.total, self.every_s = stage, unit, total, every_s
+    def __init__(self, stage: str, unit: str, total: int | None, *, live: bool | None = None,
+                 every_s: float | None = None):
+        self.stage, self.unit, self.total = stage, unit, total
+        self.every_s = default_every_s() if every_s is None else every_s
         self.done, self.note, self.end = 0, "", None
         self.start = self.last_line = time.perf_counter()
         self.lines_due = list(QUARTERS)

@@ -74,8 +74,11 @@ def worker_loss_run(s3_run, run_job, proxy):
         "register": {"name": "reliability-student", "aliases": ["candidate"]}}
     kill_at = random.Random(FAULT_SEED).randint(8, 20)
     before = proxy.figures()
-    job = run_job(["distill"], spec)
-    job.wait_for(rf"distill: step {kill_at}\b", timeout=400)
+    # a progress line each time the driver reads the workers' board (about a second): the kill comes at the
+    # first step at or after kill_at
+    job = run_job(["distill"], spec, env={"AIKD_PROGRESS_EVERY_S": "0"})
+    steps = "|".join(str(n) for n in range(kill_at, 31))
+    kill_at = int(job.wait_for(rf"^distill: \d+% \(({steps})/30 steps", timeout=400).group(1))
     workers = [p for p in psutil.Process(job.proc.pid).children(recursive=True)
                if "RayTrainWorker" in " ".join(p.cmdline())]
     assert len(workers) == 2, f"expected two Train workers, found {[p.cmdline() for p in workers]}"
