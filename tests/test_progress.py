@@ -35,6 +35,16 @@ def test_a_long_stage_also_prints_when_its_period_has_passed(capsys):
     assert lines[1].endswith(", 0/3 files written")
 
 
+def test_a_period_without_news_prints_nothing_and_no_rate_means_no_eta(capsys):
+    with Progress("distill", "steps", 30, live=False, every_s=0.0) as shown:
+        shown.update(0)
+        shown.update(0)  # nothing moved: no second line
+        shown.update(1)
+    lines = _lines(capsys)
+    assert len(lines) == 2 and lines[0] == "distill: 0% (0/30 steps, 0/s, ETA unknown)"
+    assert lines[1].startswith("distill: 3% (1/30 steps, ")
+
+
 def test_work_of_unknown_size_counts_without_a_percentage():
     shown = Progress("ingest", "faces", None, live=False)
     shown.update(12)

@@ -44,6 +44,7 @@ class Progress:
         self.stage, self.unit, self.total = stage, unit, total
         self.every_s = default_every_s() if every_s is None else every_s
         self.done, self.note, self.end = 0, "", None
+        self.last_said: tuple[int, str] | None = None
         self.start = self.last_line = time.perf_counter()
         self.lines_due = list(QUARTERS)
         live = sys.stderr.isatty() if live is None else live
@@ -64,9 +65,10 @@ class Progress:
             return
         now = time.perf_counter()
         crossed = [q for q in self.lines_due if self.total and done >= q * self.total]
-        if crossed or now - self.last_line >= self.every_s:
+        moved = (done, self.note) != self.last_said  # the same counts again would say nothing new
+        if crossed or (moved and now - self.last_line >= self.every_s):
             self.lines_due = [q for q in self.lines_due if q not in crossed]
-            self.last_line = now
+            self.last_line, self.last_said = now, (done, self.note)
             say(self.line())
 
     def advance(self, n: int = 1, note: str | None = None) -> None:
@@ -80,8 +82,8 @@ class Progress:
     def line(self) -> str:
         rate = self.rate
         if self.total:
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            head = f"{self.done / self.total:.0%} ({self.done}/{self.total} {self.unit}, {rate:.3g}/s, ETA {eta:.0f} s)"
+            eta = f"ETA {(self.total - self.done) / rate:.0f} s" if rate > 0 else "ETA unknown"
+            head = f"{self.done / self.total:.0%} ({self.done}/{self.total} {self.unit}, {rate:.3g}/s, {eta})"
         else:
             head = f"{self.done} {self.unit} ({rate:.3g}/s)"
         return f"{self.stage}: {head}" + (f", {self.note}" if self.note else "")
