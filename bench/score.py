@@ -80,7 +80,7 @@ def ready_crops(cfg: ScoreConfig, size: int) -> np.ndarray:
     from aikd.score.actors import Aligner, crop_column
     from aikd.score.inputs import plan
 
-    files, _ = plan(cfg)
+    files, _, _ = plan(cfg)
     aligner, crops = Aligner(cfg, [size]), []
     for unit in (u for f in files for u in f.units):
         out = aligner({k: np.array([v], dtype=object) for k, v in unit.items()})

@@ -442,7 +442,7 @@ def _units(files) -> list[dict]:
 def test_scoring_plans_each_later_duplicate_id_as_a_reject_within_and_across_shards(zoo, tmp_path):
     from aikd.score.inputs import plan, read_unit
 
-    files, _ = plan(ScoreConfig(shards=[zoo["uri"]], out=str(tmp_path), models=[{"name": "s", "model": "m"}]))
+    files, _, _ = plan(ScoreConfig(shards=[zoo["uri"]], out=str(tmp_path), models=[{"name": "s", "model": "m"}]))
     flagged = []
     for unit in (u for u in _units(files) if u["rows"]):  # as the driver does: an empty shard has nothing to read
         faces = read_unit(unit)
@@ -457,7 +457,7 @@ def test_box_alignment_ignores_bad_landmarks_but_rejects_an_inverted_box(zoo, tm
     from aikd.score.inputs import plan
 
     cfg = ScoreConfig(shards=[zoo["uri"]], out=str(tmp_path), models=[{"name": "s", "model": "m"}], alignment="box")
-    files, _ = plan(cfg)
+    files, _, _ = plan(cfg)
     aligner = Aligner(cfg, [64])
     outs = [aligner({k: [v] for k, v in unit.items()}) for unit in _units(files) if unit["rows"]]
     rejects = [(i, r) for out in outs for i, r in zip(out[IMAGE_ID], out["reason"], strict=True) if r]
