@@ -101,11 +101,6 @@ class Progress:
         self.close()
 
 
-def progress(stage: str, unit: str, total: int | None, **kwargs) -> Progress:
-    """A :class:`Progress` to use in a ``with`` block (its bar goes when the block ends)."""
-    return Progress(stage, unit, total, **kwargs)
-
-
 @ray.remote(num_cpus=0)
 class Board:
     """Where a training worker posts its progress for the driver to show: the latest post wins."""

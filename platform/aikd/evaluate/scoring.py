@@ -21,7 +21,7 @@ from aikd.actor_pool import map_actors
 from aikd.config import Condition, EvaluateConfig
 from aikd.data.schema import IMAGE_ID, SUBJECT_ID
 from aikd.errors import AikdError
-from aikd.progress import progress
+from aikd.progress import Progress
 from aikd.score.actors import AlignAndScore
 from aikd.score.inputs import ORDER, plan_shards
 from aikd.score.views import condition_view, view_matrices
@@ -45,7 +45,7 @@ def score_faces(cfg: EvaluateConfig) -> tuple[dict[str, np.ndarray], list[tuple[
         raise AikdError(f"no faces in {cfg.shards}: every shard is empty")
     ds = map_actors(units, AlignAndScore, {"cfg": cfg}, cfg.resources)
     batches = []
-    with progress("evaluate", "faces", sum(u["rows"] for u in units)) as shown:
+    with Progress("evaluate", "faces", sum(u["rows"] for u in units)) as shown:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             if IMAGE_ID in batch:
                 batches.append(batch)

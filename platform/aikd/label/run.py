@@ -28,7 +28,7 @@ from aikd.data.shards import check_shard, read_rejects, shard_files, write_rejec
 from aikd.job import Job, Outcome, Shape, count_reasons, run_job
 from aikd.jobs import JobKind
 from aikd.label.labeller import Labeller, sidecar
-from aikd.progress import progress
+from aikd.progress import Progress
 from aikd.storage import resolve
 from aikd.teachers import create_teacher
 
@@ -104,7 +104,7 @@ def _work(job: Job) -> Outcome:
     todo = [p for p in pairs if not sidecar(p["dst"]).exists()]
     if todo:
         labelled = map_actors(todo, Labeller, {"cfg": cfg}, cfg.resources)
-        with progress("label", "shards", len(todo)) as shown:
+        with Progress("label", "shards", len(todo)) as shown:
             for batch in labelled.iter_batches(batch_size=None, batch_format="numpy"):
                 shown.advance(len(batch["dst"]))
     sidecars = [json.loads(sidecar(p["dst"]).read_text()) for p in pairs]
