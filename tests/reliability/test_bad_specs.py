@@ -75,7 +75,7 @@ CASES = [
     ("evaluate", "models", MISSING, "Field required"),
     # score
     ("score", "backend", "tensorrt", "'auto', 'torch' or 'onnx'"),
-    ("score", "alignment", "eyes", "'landmarks', 'box' or 'aligned'"),
+    ("score", "alignment", "eyes", "'landmarks', 'box', 'aligned' or 'detect'"),
     ("score", "models.0.name", "../x", PLAIN),
     ("score", "decode.workers", 0, "greater than or equal to 1"),
     ("score", "images_per_file", "many", "valid integer"),

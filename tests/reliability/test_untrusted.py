@@ -206,7 +206,9 @@ def test_no_module_loads_user_files_with_a_loader_that_can_run_code():
     for path in sorted(PLATFORM.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and node.module in ("pickle", "marshal", "importlib", "dill"):
-                found.append(f"{path.name}: from {node.module} import ...")
+                # importlib.metadata only reads an installed package's file list; it imports nothing by name
+                if not (node.module == "importlib" and {a.name for a in node.names} <= {"metadata"}):
+                    found.append(f"{path.name}: from {node.module} import ...")
             if not isinstance(node, ast.Call):
                 continue
             name, where = _call_name(node.func), f"{path.relative_to(PLATFORM)}:{node.lineno}"
