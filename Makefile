@@ -23,8 +23,8 @@ $(STAMP): pyproject.toml Makefile
 # Two pytest processes: the cluster tests start Ray nodes with `ray start` (token auth on),
 # the rest one local Ray instance; neither process inherits the other's Ray state.
 test: install
-	$(PY) -m pytest tests -m "not cluster"
-	$(PY) -m pytest tests -m cluster
+	$(PY) -m pytest tests -m "not cluster" --durations=30
+	$(PY) -m pytest tests -m cluster --durations=10
 
 demo: install
 	$(VENV)/bin/aikd demo --out runs/demo

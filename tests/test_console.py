@@ -86,3 +86,42 @@ def test_verbose_brings_rays_output_back():  # the quiet case is the Train run's
     loud = _job_output(TASK, env={"AIKD_VERBOSE": "1"})
     assert "Execution plan of Dataset x" in loud and "score: a line of ours" in loud
 
+
+
+POOL = """
+    import glob, os, sys
+
+    import ray
+
+    from aikd.actor_pool import map_actors
+    from aikd.config import Resources
+    from aikd.runtime import ensure_ray
+
+    class Echo:
+        def __call__(self, batch):
+            return batch
+
+    ensure_ray(num_cpus=2)
+    rows = map_actors([{"x": 1}, {"x": 2}], Echo, {}, Resources(workers=1, cpus_per_worker=0.5)).take_all()
+    print("score: rows", len(rows))
+    print("a line of ours on stderr", file=sys.stderr)
+    logs = os.path.join(ray._private.worker.global_worker.node.get_session_dir_path(), "logs")
+    driver_log = "".join(open(p).read() for p in glob.glob(os.path.join(logs, "python-core-driver-*.log")))
+    print("in the driver's log:", "has constructor arguments in the object store" in driver_log)
+    raise SystemExit("pool: the end")
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True], ids=["quiet", "verbose"])
+def test_the_core_workers_note_on_actor_pools_stays_in_the_driver_log(verbose):
+    """Ray Data's actor pools make Ray's core worker print an error-level line that asks for nothing; the
+    console drops that line alone (the job's own stderr and its exit message still come through)."""
+    import os
+
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(POOL)],
+                          capture_output=True, text=True, timeout=300,
+                          env=os.environ | {"AIKD_VERBOSE": "1" if verbose else "0"})
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "score: rows 2" in done.stdout and "in the driver's log: True" in done.stdout, done.stdout[-2000:]
+    assert "a line of ours on stderr" in done.stderr and done.stderr.rstrip().endswith("pool: the end")
+    assert ("has constructor arguments in the object store" in done.stderr) is verbose, done.stderr[-3000:]

@@ -7,13 +7,14 @@ one's output blocks. One dataset row per item, one item per call: the pool balan
 items, and each actor keeps calls queued, which avoids the gap Ray's scheduler leaves
 between short tasks on a busy machine. The stream is paced (:mod:`aikd.data.pacing`).
 
-Each pool's creation logs one error-level line from Ray's core worker ("Actor ... has
+Each pool's creation makes Ray's core worker log one error-level line ("Actor ... has
 constructor arguments in the object store and max_restarts > 0"). It cannot be avoided
 from here: Ray Data itself puts each pool's data context and map transformer in the
 object store and passes them as actor arguments, and its actors restart without limit
 by default, which the worker-loss and node-preemption guarantees rely on
 (``max_restarts=0`` would silence the line and lose them). The arguments stay in scope
-while the dataset runs, which is the case the line warns about.
+while the dataset runs, which is the case the line warns about, so the console drops it
+(:mod:`aikd.console`); it stays in the driver's log file.
 """
 
 from __future__ import annotations

@@ -40,7 +40,9 @@ class _Parser(argparse.ArgumentParser):
 def _progress(stage: str, unit: str, total: int | None):
     """An ``advance(n)`` callback: a live bar on a terminal; nothing where stderr is a file or a pipe, whose
     reader gets the summary and, on a user error, its one line."""
-    if not sys.stderr.isatty():
+    from aikd.console import terminal
+
+    if not terminal().isatty():
         yield lambda n: None
         return
     from aikd.progress import Progress

@@ -10,16 +10,26 @@ driver's progress (:mod:`aikd.progress`) stands for them. Errors still reach the
 an exception in a worker is raised in the driver, which prints a user error as one line
 and a bug with its traceback.
 
+Ray's C++ core also writes to the driver's stderr directly, below Python. Of its lines,
+one asks for no action and came with every job: Ray Data puts each actor pool's arguments
+in the object store and restarts its actors without limit (aikd's worker-loss guarantees
+rest on that), and the core worker flags that once per driver at error level. The driver's
+stderr runs through a filter that drops that line alone (:func:`filter_native_stderr`); it
+stays in ``<session>/logs/python-core-driver-*.log``, like all the core's lines.
+
 ``aikd --verbose`` (or ``AIKD_VERBOSE=1`` in the environment, for ``ray job submit``)
 forwards everything, as Ray does by default.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import sys
+import threading
+from typing import TextIO
 
 VERBOSE_ENV = "AIKD_VERBOSE"
 # the first word of every line aikd prints, in a driver or a worker
@@ -32,6 +42,11 @@ DETAIL = re.compile(r"^(fr-train|distill): (step|validation) ")
 # database set-up are no news to a user; Ray Data also writes its log to the session's logs folder
 QUIET_LOGGERS = {"ray": logging.WARNING, "ray.train": logging.WARNING, "ray.tune": logging.WARNING,
                  "ray.data": logging.ERROR, "ray._private.authentication": logging.ERROR, "mlflow": logging.WARNING}
+
+# the core worker's lines on the driver's stderr that need no action (see the module's note)
+NATIVE_NOTED = re.compile(rb"^\[[^\]]*\] core_worker\.cc:\d+: Actor .*has constructor arguments in the object store "
+                          rb"and max_restarts > 0")
+_terminal: TextIO | None = None  # the process's own stderr once fd 2 runs through the filter
 
 
 def say(line: str) -> None:
@@ -84,3 +99,46 @@ def quiet_ray(session_dir: str | None) -> None:
     quiet_libraries()  # again: Ray's start-up may have configured its loggers
     if session_dir:
         say(f"ray: its own output is in {session_dir}/logs (aikd --verbose shows it here)")
+
+
+def terminal() -> TextIO:
+    """Where live progress bars draw: the process's own stderr, past the filter (a pipe is no terminal)."""
+    return _terminal or sys.stderr
+
+
+def filter_native_stderr() -> None:
+    """Run file descriptor 2 through a pipe whose reader forwards every line to the real stderr but the
+    :data:`NATIVE_NOTED` ones. Once per process, before Ray starts; nothing in verbose mode. At exit the real
+    stderr is put back and what is in the pipe is forwarded first (a traceback printed at exit included)."""
+    global _terminal
+    if verbose() or _terminal is not None:
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    read, write = os.pipe()
+    os.dup2(write, 2)
+    os.close(write)
+    _terminal = os.fdopen(os.dup(real), "w", buffering=1, encoding=sys.stderr.encoding, errors="replace")
+    reader = threading.Thread(target=_forward_lines, args=(read, real), name="aikd-stderr", daemon=True)
+    reader.start()
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # the pipe's last writer in this process goes: the reader sees its end
+        reader.join(timeout=2.0)  # a child still holding the pipe must not hold up the exit
+
+    atexit.register(restore)
+
+
+def _forward_lines(read: int, real: int) -> None:
+    pending = b""
+    while chunk := os.read(read, 65536):
+        *lines, pending = (pending + chunk).split(b"\n")
+        out = b"".join(line + b"\n" for line in lines if not NATIVE_NOTED.match(line))
+        if pending and not pending.startswith(b"["):  # a partial line (a prompt) shows now; a core line waits
+            out, pending = out + pending, b""
+        if out:
+            os.write(real, out)
+    if pending:
+        os.write(real, pending)
+    os.close(read)

@@ -14,7 +14,6 @@ the driver :func:`watch`-es the board into a :class:`Progress`.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
-from aikd.console import say
+from aikd.console import say, terminal
 
 QUARTERS = (0.25, 0.5, 0.75, 1.0)
 EVERY_ENV = "AIKD_PROGRESS_EVERY_S"
@@ -47,12 +46,12 @@ class Progress:
         self.last_said: tuple[int, str] | None = None
         self.start = self.last_line = time.perf_counter()
         self.lines_due = list(QUARTERS)
-        live = sys.stderr.isatty() if live is None else live
+        live = terminal().isatty() if live is None else live
         self._bar = self._task = None
         if live:
             columns = (TextColumn(f"{stage}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
                        TimeRemainingColumn(), TextColumn("{task.fields[note]}"))
-            self._bar = RichProgress(*columns, console=Console(stderr=True), transient=True)
+            self._bar = RichProgress(*columns, console=Console(file=terminal()), transient=True)
             self._bar.start()
             self._task = self._bar.add_task(stage, total=total, note="")
 

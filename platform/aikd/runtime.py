@@ -21,9 +21,10 @@ def ensure_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
     """
     if ray.is_initialized():
         return
-    from aikd.console import quiet_libraries, quiet_ray, verbose
+    from aikd.console import filter_native_stderr, quiet_libraries, quiet_ray, verbose
 
     quiet_libraries()
+    filter_native_stderr()
     level = logging.INFO if verbose() else logging.WARNING  # "Started a local Ray instance" and kin
     if os.environ.get("RAY_ADDRESS"):
         context = ray.init(log_to_driver=True, logging_level=level)
