@@ -4,7 +4,8 @@
 NOISE = ["PlacementGroupCleaner", "State API may be temporarily unavailable", "Execution plan of Dataset",
          "Progress bars disabled", "Starting execution of Dataset", "Trial status", "Checkpoint successfully created",
          "Reporting training result", "(RayTrainWorker pid=", "(MapWorker(", "Token authentication is enabled",
-         "Creating initial MLflow database tables", "worker processes have been started"]
+         "Creating initial MLflow database tables", "worker processes have been started",
+         "has constructor arguments in the object store"]
 
 
 def noise(text: str) -> list[str]:
