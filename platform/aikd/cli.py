@@ -64,23 +64,6 @@ def _cmd_synth(args: argparse.Namespace) -> dict:
         return write_synthetic(args.out, cfg, rows_per_shard=args.rows_per_shard, progress=advance)
 
 
-def _cmd_ingest_folder(args: argparse.Namespace) -> dict:
-    from aikd.data.ingest import ingest_folder
-
-    with _progress("ingest", "faces", None) as advance:
-        return ingest_folder(args.images, args.landmarks, args.out, rows_per_shard=args.rows_per_shard,
-                             threads=args.threads, progress=advance)
-
-
-def _cmd_ingest_aikd(args: argparse.Namespace) -> dict:
-    from aikd.data.ingest import ingest_aikd
-
-    with _progress("ingest", "faces", None) as advance:
-        return ingest_aikd(args.images, args.landmarks, args.out, quality_pickle=args.quality,
-                           label=args.label, rows_per_shard=args.rows_per_shard, threads=args.threads,
-                           progress=advance)
-
-
 def run_spec(kind: str | None, spec: str, overrides: dict) -> dict:
     """Validate a job spec and run it; ``kind`` None reads the spec's own ``job:`` field."""
     from aikd.spec import load_spec
@@ -179,22 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows-per-shard", type=int, default=2000)
     p.set_defaults(func=_cmd_synth)
 
-    ing = sub.add_parser("ingest", help="convert images + landmarks to shards").add_subparsers(
-        dest="source", required=True)
-    f = ing.add_parser("folder", help="<subject>/<file> images plus a CSV/JSON landmarks file")
-    f.add_argument("--images", required=True, help="URI of the image folder tree")
-    f.add_argument("--landmarks", required=True, help="CSV or JSON: image path -> 10 numbers (+ box)")
-    f.set_defaults(func=_cmd_ingest_folder)
-    a = ing.add_parser("aikd", help="the reference AI-KD release: landmark and quality pickles")
-    a.add_argument("--images", required=True, help="URI of the image root the pickle names are relative to")
-    a.add_argument("--landmarks", required=True, help="pickle: image name -> (box, 5x2 landmarks)")
-    a.add_argument("--quality", help="pickle: image name -> quality score")
-    a.add_argument("--label", default="external", help="teacher name of the quality column (q_<label>)")
-    a.set_defaults(func=_cmd_ingest_aikd)
-    for q in (f, a):
-        q.add_argument("--out", required=True, help="output URI for the shards")
-        q.add_argument("--rows-per-shard", type=int, default=2000)
-        q.add_argument("--threads", type=int, default=8, help="parallel image reads")
     from aikd.jobs import HELP
 
     for kind, text in [*HELP.items(), ("run", "run any job spec by its 'job:' field (what an executable spec calls)")]:

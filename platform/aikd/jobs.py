@@ -22,6 +22,12 @@ class JobKind:
     run: Callable[..., dict]  # run(cfg) -> the job's summary
 
 
+def _ingest() -> JobKind:
+    from aikd.ingest.run import JOB
+
+    return JOB
+
+
 def _fr_train() -> JobKind:
     from aikd.frtrain.run import JOB
 
@@ -65,10 +71,11 @@ def _experiment() -> JobKind:
 
 
 # kind -> the loader of its JOB
-KINDS = {"fr-train": _fr_train, "label": _label, "distill": _distill, "evaluate": _evaluate, "score": _score,
-         "sweep": _sweep, "experiment": _experiment}
+KINDS = {"ingest": _ingest, "fr-train": _fr_train, "label": _label, "distill": _distill, "evaluate": _evaluate,
+         "score": _score, "sweep": _sweep, "experiment": _experiment}
 # kind -> one line of help, here so that `aikd --help` imports no job module
-HELP = {"fr-train": "train a small FR backbone + margin head (Ray Train)",
+HELP = {"ingest": "images (a landmarks table, or faces found by a detector) -> face shards (Ray Data)",
+        "fr-train": "train a small FR backbone + margin head (Ray Train)",
         "label": "write teacher FIQA quality columns onto face shards",
         "distill": "AI-KD distillation on Ray Train + DeepSpeed",
         "evaluate": "EDC / pAUC report: FIQA models x alignment conditions",

@@ -26,6 +26,7 @@ from aikd.config.distill import (
 from aikd.config.evaluate import Condition, EvaluateConfig, FIQASpec
 from aikd.config.experiment import ExperimentConfig, ExperimentSweep
 from aikd.config.frtrain import FRTrainConfig
+from aikd.config.ingest import IngestConfig
 from aikd.config.jobspec import EmbeddedDefault, JobSpec
 from aikd.config.label import LabelConfig, TeacherSpec
 from aikd.config.score import ScoreConfig, ScoreModel
@@ -48,7 +49,8 @@ from aikd.spec import (
 __all__ = [
     "PLAIN_NAME", "PLAIN_NAME_FORM", "RESOURCE_RENAMES", "Condition", "DataConfig", "Dimension", "DistillConfig",
     "EarlyStop", "EmbeddedDefault", "EngineConfig", "EvaluateConfig", "ExperimentConfig", "ExperimentSweep",
-    "FIQASpec", "FRTrainConfig", "Frozen", "JobSpec", "LabelConfig", "ModelName", "ObjectiveConfig", "OptimConfig",
+    "FIQASpec", "FRTrainConfig", "Frozen", "IngestConfig", "JobSpec", "LabelConfig", "ModelName", "ObjectiveConfig",
+    "OptimConfig",
     "PlainName", "RegisterConfig", "Resources", "ScoreConfig", "ScoreModel", "StudentConfig", "SweepConfig",
     "TeacherName", "TeacherSpec", "TrackingConfig", "ValidationConfig", "cpu_only", "deep_merge", "distinct",
     "error_text", "load_spec", "read_spec", "validate", "with_overrides", "yaml_problem",

@@ -1,20 +1,16 @@
-"""Turn face images plus landmarks into face shards.
+"""What an ingest job reads, and the checks every row goes through (the job: :mod:`aikd.ingest.run`).
 
-Two sources:
+Sources of faces with landmarks:
 
 * a folder tree ``<subject>/<file>`` plus a landmarks file (CSV or JSON) mapping each
   image's relative path to 10 numbers and, optionally, a box;
 * the reference AI-KD release: a pickle of image name -> (box, 5x2 landmarks) and a
   pickle of image name -> quality score, read with a restricted unpickler.
 
-Both go through one loop that checks every row (its id is new and names a file under
-the images root; the image's header gives a usable size and the whole image decodes;
-landmarks are finite, distinct and on the image; labels are finite) and sends bad ones
-to the rejects table with a reason. One bad file never stops the job.
-
-:func:`image_header` is the size guard every decoder in aikd goes through first: the
-pipeline's OpenCV decode and the scoring actors call it too, so a decompression bomb is
-refused from its header, before any pixel buffer is allocated.
+Every row is checked (its id is new and names a file under the images root; the whole
+image decodes, upright by its EXIF orientation, to a usable size; landmarks are finite,
+distinct and on that upright image; labels are finite); a bad one goes to the rejects
+table with a reason. One bad file never stops the job.
 """
 
 from __future__ import annotations
@@ -23,27 +19,16 @@ import csv
 import io
 import json
 import math
-import posixpath
-import struct
-import warnings
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
-from PIL import Image
 
 from aikd.align import box_reason, degenerate_reason
+from aikd.data.decode import decode_image
 from aikd.data.safe_pickle import safe_loads
-from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID, label_column, with_columns
-from aikd.data.shards import DEFAULT_ROWS_PER_SHARD, ShardWriter, write_rejects, write_summary
 from aikd.errors import AikdError
-from aikd.storage import Location, StorageError, resolve
+from aikd.storage import Location
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-MIN_IMAGE_SIDE = 16  # pixels: below this there is no face to align (the smallest model input is 16 px)
-MAX_IMAGE_PIXELS = 50_000_000  # 50 MP decodes to 150 MB; a header claiming more is refused undecoded
 DUPLICATE = "duplicate image_id"
 OUTSIDE_ROOT = "image path outside the images root"
 
@@ -141,11 +126,10 @@ def _is_number(text: str) -> bool:
         return text.strip() == ""
 
 
-def folder_records(images: Location, entries: list[Record]) -> list[Record]:
-    """Every image file under ``images`` with its first landmarks entry (None where the file has none),
-    then the entries that name no image file and the repeated entries: rows too, rejected by the loop."""
-    files = [loc for loc in images.list_files() if loc.path.lower().endswith(IMAGE_SUFFIXES)]
-    found = {posixpath.relpath(loc.path, images.path) for loc in files}
+def folder_records(paths: list[str], entries: list[Record]) -> list[Record]:
+    """Every image path (relative to the images root) with its first landmarks entry (None where it has none),
+    then the entries that name no image file and the repeated entries: rows too, rejected by the job."""
+    found = set(paths)
     first: dict[str, Record] = {}
     repeats = []
     for rec in entries:
@@ -189,88 +173,14 @@ def _load_pickle_dict(location: Location) -> dict:
 
 
 # --------------------------------------------------------------------------- checks
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # SOFn
-
-
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    if len(data) < 24 or data[12:16] != b"IHDR":
-        return None
-    return struct.unpack(">II", data[16:24])
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from the first frame header (SOFn), walking the marker segments before it."""
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
-            i += 2
-        elif marker in _JPEG_FRAMES:
-            if i + 9 > n:
-                return None
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
-            return width, height
-        elif marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-            return None
-        else:
-            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
-    return None
-
-
-def _any_size(data: bytes) -> tuple[int, int] | None:
-    """Other formats (BMP, WebP, ...): PIL reads the header only; ``open`` decodes no pixels."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller's limit is lower
-            with Image.open(io.BytesIO(data)) as im:
-                return im.size
-    except Image.DecompressionBombError:
-        return (2**31 - 1, 2**31 - 1)  # beyond PIL's own limit, so beyond ours
-    except Exception:
-        return None
-
-
-def image_header(data: bytes | None) -> tuple[int, int] | str:
-    """(width, height) from the image's header if it may be decoded, else why not.
-
-    Nothing is decoded and no pixel buffer is allocated, so a decompression bomb (a few KB
-    claiming 30000 x 30000 px) is refused here. Every decoder in aikd calls this first.
-    """
-    if data is None or len(data) == 0:
-        return "empty image file"
-    if data.startswith(_PNG_SIGNATURE):
-        size = _png_size(data)
-    elif data.startswith(b"\xff\xd8"):
-        size = _jpeg_size(data)
-    else:
-        size = _any_size(data)
-    if size is None:
-        return "undecodable image"
-    width, height = size
-    if width * height > MAX_IMAGE_PIXELS:
-        return f"image too large ({width}x{height} px, more than {MAX_IMAGE_PIXELS:,} pixels)"
-    if min(width, height) < MIN_IMAGE_SIDE:
-        return f"image too small ({width}x{height} px, less than {MIN_IMAGE_SIDE} px a side)"
-    return width, height
-
-
 def check_image(data: bytes, landmarks: list[float] | None = None) -> str | None:
-    """None if the bytes decode to a whole image of a usable size (with ``landmarks``: on it), else the reason."""
-    header = image_header(data)
-    if isinstance(header, str):
-        return header
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()  # decodes every byte: truncated files fail here, not at training time
-    except Exception as err:
-        return f"undecodable image ({type(err).__name__}: {err})"
+    """None if the bytes decode to a whole image of a usable size (with ``landmarks``: on it, upright), else why."""
+    image, why = decode_image(data)
+    if image is None:
+        return why
     if landmarks is not None:
-        return degenerate_reason(np.asarray(landmarks, np.float64)[None], np.asarray([header]))[0] or None
+        height, width = image.shape[:2]
+        return degenerate_reason(np.asarray(landmarks, np.float64)[None], np.asarray([[width, height]]))[0] or None
     return None
 
 
@@ -307,8 +217,9 @@ def check_records(records: list[Record]) -> list[str | None]:
     return problems
 
 
-# --------------------------------------------------------------------------- the loop
-def _read(location: Location) -> bytes | str:
+# --------------------------------------------------------------------------- reading
+def read_image_file(location: Location) -> bytes | str:
+    """The file's bytes, or why they cannot be read."""
     try:
         return location.read_bytes()
     except FileNotFoundError:
@@ -317,74 +228,6 @@ def _read(location: Location) -> bytes | str:
         return f"unreadable image file ({err})"
 
 
-def ingest(records: list[Record], images: Location, out_uri: str, *, labels: tuple[str, ...] = (),
-           rows_per_shard: int = DEFAULT_ROWS_PER_SHARD, threads: int = 8,
-           progress: Callable[[int], None] | None = None, kind: str = "ingest") -> dict:
-    """Check and write ``records`` (images read relative to ``images``) as shards at ``out_uri``."""
-    schema = with_columns(*(pa.field(label_column(n), pa.float32()) for n in labels))
-    rejects: list[tuple[str, str]] = []
-    reasons: dict[str, int] = {}
-
-    def reject(image_id: str, reason: str) -> None:
-        rejects.append((image_id, reason))
-        key = reason.split(" (")[0]
-        reasons[key] = reasons.get(key, 0) + 1
-
-    checked = list(zip(records, check_records(records), strict=True))
-    to_read = [rec for rec, problem in checked if problem is None]
-    for rec, problem in checked:
-        if problem is not None:
-            reject(rec.image_id, problem)
-
-    with ShardWriter(out_uri, schema, rows_per_shard) as writer, ThreadPoolExecutor(threads) as pool:
-        # Reads are I/O bound (object storage); map keeps order so output is deterministic.
-        chunk: list[dict] = []
-        contents = pool.map(lambda r: _read(images.join(r.image_id)), to_read)
-        for rec, data in zip(to_read, contents, strict=True):
-            problem = data if isinstance(data, str) else check_image(data, rec.landmarks)
-            if problem is not None:
-                reject(rec.image_id, problem)
-            else:
-                chunk.append(_row(rec, data, labels))
-            if progress:
-                progress(1)
-            if len(chunk) >= 256:
-                writer.write_rows(chunk)
-                chunk = []
-        writer.write_rows(chunk)
-    write_rejects(out_uri, rejects)
-    summary = {
-        "kind": kind,
-        "rows": writer.rows_written,
-        "shards": len(writer.files),
-        "rejected": len(rejects),
-        "reject_reasons": reasons,
-        "labels": [label_column(n) for n in labels],
-    }
-    write_summary(out_uri, summary)
-    return summary
-
-
-def _row(rec: Record, data: bytes, labels: Iterable[str]) -> dict:
-    subject = rec.image_id.split("/")[0] if "/" in rec.image_id else None
-    row = {IMAGE_ID: rec.image_id, SUBJECT_ID: subject, IMAGE: data, LANDMARKS: rec.landmarks, BBOX: rec.bbox}
-    for name in labels:
-        row[label_column(name)] = rec.labels[name]
-    return row
-
-
-def ingest_folder(images_uri: str, landmarks_uri: str, out_uri: str, **kwargs) -> dict:
-    images = resolve(images_uri)
-    try:
-        records = folder_records(images, read_landmarks(resolve(landmarks_uri)))
-    except StorageError as err:
-        raise IngestError(f"image folder: {err}") from None
-    return ingest(records, images, out_uri, kind="ingest-folder", **kwargs)
-
-
-def ingest_aikd(images_uri: str, landmarks_pickle: str, out_uri: str, quality_pickle: str | None = None,
-                label: str = "external", **kwargs) -> dict:
-    quality = resolve(quality_pickle) if quality_pickle else None
-    records = aikd_records(resolve(landmarks_pickle), quality, label)
-    labels = (label,) if quality is not None else ()
-    return ingest(records, resolve(images_uri), out_uri, labels=labels, kind="ingest-aikd", **kwargs)
+def subject_of(image_id: str) -> str | None:
+    """The first folder of an image's path: its subject in a ``<subject>/<file>`` tree."""
+    return image_id.split("/")[0] if "/" in image_id else None

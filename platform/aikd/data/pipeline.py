@@ -32,7 +32,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from aikd.actor_pool import map_actors
 from aikd.align import degenerate_reason, outside_image, perturb, similarity_batch, template, warp_rgb
 from aikd.config import DataConfig
-from aikd.data.ingest import image_header
+from aikd.data.decode import decode_image
 from aikd.data.schema import IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID, ShardSchemaError, validate_schema
 from aikd.data.shards import shard_files
 from aikd.data.split import held_out, stable_hash
@@ -65,27 +65,6 @@ def _on_this_node(actor):
     """
     here = ray.get_runtime_context().get_node_id()
     return actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False))
-
-
-def decode_image(blob: bytes | None) -> tuple[np.ndarray | None, str]:
-    """(BGR uint8 image, '') or (None, why not).
-
-    The header is checked first (:func:`aikd.data.ingest.image_header`): an image that is
-    too large (a decompression bomb) or too small is refused before OpenCV allocates
-    anything. ``IMREAD_COLOR`` converts whatever else decodes to 3 channels of 8 bits:
-    grayscale is replicated, alpha is dropped, 16-bit samples are scaled down, CMYK
-    becomes BGR. It also refuses truncated JPEG and PNG data (returns None).
-    """
-    header = image_header(blob)
-    if isinstance(header, str):
-        return None, header
-    image = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_COLOR)
-    return (image, "") if image is not None else (None, "undecodable image")
-
-
-def decode(blob: bytes | None) -> np.ndarray | None:
-    """BGR uint8 image, or None if the bytes are not an image aikd decodes (see :func:`decode_image`)."""
-    return decode_image(blob)[0]
 
 
 def _noise_rngs(hashes: np.ndarray, seed: int, epoch: int):

@@ -40,7 +40,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from aikd.config import DataConfig, ScoreConfig
-from aikd.data.ingest import DUPLICATE, IMAGE_SUFFIXES, OUTSIDE_ROOT, outside_root, read_landmarks_file
+from aikd.config.ingest import IMAGE_SUFFIXES
+from aikd.data.ingest import DUPLICATE, OUTSIDE_ROOT, outside_root, read_landmarks_file
 from aikd.data.pipeline import plan_units, unit_batches
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
 from aikd.data.shards import shard_files

@@ -1,0 +1,1 @@
+"""The ingest job: images in object storage -> face shards (:mod:`aikd.ingest.run`)."""
