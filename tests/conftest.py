@@ -203,3 +203,46 @@ def report(fr_run, tmp_path_factory):
                          ci_resamples=200, compare=[("student", "norm")],
                          resources=Resources(workers=2, cpus_per_worker=0.5))
     return cfg, run_evaluate(cfg)
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> dict:
+    """Raw photos as a user keeps them, `<subject>/<file>`, no landmarks: 12 synthetic portraits of 3 people, the
+    astronaut (a real photo), a photo of two people, and a blank, a broken and a tiny image."""
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    from aikd.data.synth import SynthConfig, generate_rows
+
+    root = tmp_path_factory.mktemp("photos") / "photos"
+    rows = list(generate_rows(SynthConfig(identities=3, samples_per_identity=4, seed=17, degraded_share=0.0)))
+    for row in rows:
+        (root / row["subject_id"]).mkdir(parents=True, exist_ok=True)
+        (root / row["image_id"]).write_bytes(row["image"])
+    (root / "astronaut").mkdir()
+    cv2.imwrite(str(root / "astronaut" / "nasa.jpg"), data.astronaut()[:, :, ::-1])
+    two = [cv2.imdecode(np.frombuffer(rows[k]["image"], np.uint8), cv2.IMREAD_COLOR) for k in (0, 5)]
+    height = max(im.shape[0] for im in two)
+    (root / "group").mkdir()
+    cv2.imwrite(str(root / "group" / "two.jpg"),
+                np.hstack([cv2.copyMakeBorder(im, 0, height - im.shape[0], 0, 0, cv2.BORDER_REPLICATE) for im in two]))
+    (root / "other").mkdir()
+    cv2.imwrite(str(root / "other" / "blank.png"), np.full((120, 160, 3), 128, np.uint8))
+    (root / "other" / "broken.jpg").write_bytes(rows[0]["image"][:300])
+    cv2.imwrite(str(root / "other" / "tiny.png"), np.full((10, 12, 3), 90, np.uint8))
+    return {"root": str(root), "portraits": [r["image_id"] for r in rows], "group": "group/two.jpg",
+            "real": "astronaut/nasa.jpg",
+            "rejects": {"other/blank.png": "no face detected", "other/broken.jpg": "undecodable image",
+                        "other/tiny.png": "image too small (12x10 px, less than 16 px a side)"}}
+
+
+@pytest.fixture(scope="session")
+def ingest_run(ray_local, photos, tmp_path_factory):
+    """The photos ingested by detection: 4 partitions of 5 photos, one detector actor."""
+    from aikd.config import IngestConfig, Resources
+    from aikd.ingest.run import run_ingest
+
+    cfg = IngestConfig(images=photos["root"], out=str(tmp_path_factory.mktemp("ingest") / "faces"),
+                       images_per_shard=5, resources=Resources(workers=1, cpus_per_worker=0.5))
+    return cfg, run_ingest(cfg)

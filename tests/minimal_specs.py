@@ -2,6 +2,7 @@
 
 # each bad-spec case changes exactly one field of these
 MINIMAL = {
+    "ingest": {"images": "photos", "out": "faces"},
     "fr-train": {"data": {"shards": ["faces"], "split_by": "subject_id"}, "out": "model"},
     "label": {"shards": ["faces"], "out": "labelled", "teachers": [{"name": "norm", "options": {"model": "fr"}}]},
     "distill": {"name": "run", "storage": "runs", "data": {"shards": ["labelled"], "label": "q_norm"},

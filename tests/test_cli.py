@@ -18,11 +18,10 @@ def test_synth_command_writes_shards_and_prints_the_summary(tmp_path, capsys):
 
 
 def test_user_errors_are_one_line_not_a_traceback(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "aikd", "ingest", "folder", "--images", str(tmp_path / "missing"),
-         "--landmarks", str(tmp_path / "lm.csv"), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True,
-    )
+    spec = tmp_path / "ingest.yaml"
+    spec.write_text(f"job: ingest\nimages: {tmp_path / 'missing'}\nlandmarks: {tmp_path / 'lm.csv'}\n"
+                    f"out: {tmp_path / 'o'}\n")
+    proc = subprocess.run([sys.executable, "-m", "aikd", "run", str(spec)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "landmarks file not found" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -151,8 +151,8 @@ def experiment_run(labelled_run, fr_run, s3_run, tmp_path_factory):
 
 
 # each job kind's run in this session, by the fixture that made it
-RUNS = {"fr-train": "fr_run", "label": "labelled_run", "distill": "s3_run", "evaluate": "report",
-        "score": "score_run", "experiment": "experiment_run"}
+RUNS = {"ingest": "ingest_run", "fr-train": "fr_run", "label": "labelled_run", "distill": "s3_run",
+        "evaluate": "report", "score": "score_run", "experiment": "experiment_run"}
 
 
 @pytest.fixture(scope="session")

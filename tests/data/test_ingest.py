@@ -4,11 +4,23 @@ import pickle
 import numpy as np
 import pytest
 
-from aikd.data.ingest import IngestError, ingest_aikd, ingest_folder
+from aikd.config import IngestConfig
+from aikd.data.ingest import IngestError
 from aikd.data.safe_pickle import UnsafePickleError
 from aikd.data.shards import read_rejects, read_shards, read_summary
 from aikd.data.synth import SynthConfig, generate_rows
+from aikd.ingest.run import run_ingest
 from aikd.storage import resolve
+
+pytestmark = pytest.mark.usefixtures("ray_local")  # the ingest job runs on Ray Data
+
+
+def ingest_folder(images: str, landmarks: str, out: str, **fields) -> dict:
+    return run_ingest(IngestConfig(images=images, landmarks=landmarks, out=out, **fields))
+
+
+def ingest_aikd(images: str, landmarks: str, out: str, quality: str | None = None, **fields) -> dict:
+    return run_ingest(IngestConfig(images=images, landmarks=landmarks, quality=quality, out=out, **fields))
 
 
 def _faces(n=6):
@@ -47,7 +59,7 @@ def _plant_folder(root: str, landmark_format: str):
 def test_folder_ingest_keeps_good_rows_and_rejects_planted_bad_files(storage_root, landmark_format):
     images, landmarks, planted = _plant_folder(storage_root, landmark_format)
     out = storage_root + "/shards"
-    summary = ingest_folder(images, landmarks, out, rows_per_shard=2)
+    summary = ingest_folder(images, landmarks, out, images_per_shard=2)
     table = read_shards(out)
     ids = table.column("image_id").to_pylist()
     assert len(ids) == 5 and not set(ids) & set(planted)
@@ -56,8 +68,8 @@ def test_folder_ingest_keeps_good_rows_and_rejects_planted_bad_files(storage_roo
     assert set(rejects) == set(planted)
     for image_id, word in planted.items():
         assert word in rejects[image_id]
-    assert summary["rows"] == 5 and summary["rejected"] == 3
-    assert read_summary(out)["reject_reasons"] == summary["reject_reasons"]
+    assert summary["rows"] == 5 and summary["counts"]["rejected"] == 3
+    assert read_summary(out)["rejects"] == summary["rejects"]
     # what was ingested is byte-identical to the source
     source = {r["image_id"]: r for r in _faces()}
     for row in table.to_pylist():
@@ -107,10 +119,9 @@ def _aikd_release(root):
 def test_aikd_release_pickles_ingest_with_labels(storage_root):
     images, rows = _aikd_release(storage_root)
     out = storage_root + "/shards"
-    summary = ingest_aikd(images, storage_root + "/lm.pkl", out, quality_pickle=storage_root + "/q.pkl",
-                          label="diffiqa")
+    summary = ingest_aikd(images, storage_root + "/lm.pkl", out, quality=storage_root + "/q.pkl", label="diffiqa")
     table = read_shards(out, labels=("q_diffiqa",))
-    assert table.num_rows == 4 and summary["rejected"] == 2
+    assert table.num_rows == 4 and summary["counts"]["rejected"] == 2
     np.testing.assert_allclose(table.column("q_diffiqa").to_pylist(), [0.0, 0.1, 0.2, 0.3], rtol=1e-6)
     np.testing.assert_allclose(table.column("bbox").to_pylist()[0], rows[0]["bbox"], rtol=1e-6)
     reasons = sorted(r["reason"] for r in read_rejects(out).to_pylist())

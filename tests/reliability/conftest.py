@@ -57,8 +57,8 @@ def faces(s3_server, proxy, run_job):
     root = f"s3://{BUCKET}/reliability"
     ids = write_images(s3_server, "reliability", identities=8, per_identity=20, seed=3)
     before = proxy.figures()
-    run_job(["ingest", "folder", "--images", f"{root}/images", "--landmarks", f"{root}/landmarks.csv",
-             "--out", f"{root}/faces", "--rows-per-shard", "20"]).succeed()
+    run_job(["ingest"], {"job": "ingest", "images": f"{root}/images", "landmarks": f"{root}/landmarks.csv",
+                         "out": f"{root}/faces", "images_per_shard": 20}).succeed()
     return f"{root}/faces", ids, delta(before, proxy.figures(), "ingest 160 images (folder on S3 to shards)")
 
 

@@ -68,14 +68,16 @@ from aikd.config import (
     EngineConfig,
     EvaluateConfig,
     FIQASpec,
+    IngestConfig,
     LabelConfig,
     Resources,
     ScoreConfig,
     StudentConfig,
     TeacherSpec,
 )
-from aikd.data.ingest import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, OUTSIDE_ROOT, check_image, ingest_aikd, ingest_folder
-from aikd.data.pipeline import decode_image, plan_units
+from aikd.data.decode import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, decode_image
+from aikd.data.ingest import OUTSIDE_ROOT, check_image
+from aikd.data.pipeline import plan_units
 from aikd.data.schema import IMAGE_ID
 from aikd.data.shards import read_rejects, read_shards, read_summary, write_shard
 from aikd.data.split import held_out
@@ -281,21 +283,21 @@ def test_opencv_converts_alpha_16_bit_grayscale_and_cmyk_to_8_bit_bgr(zoo):
             assert np.abs(decoded - rgb.astype(int)).mean() < 8
 
 
-def test_a_decompression_bomb_is_refused_from_its_header_by_pil_and_opencv(monkeypatch):
+def test_a_decompression_bomb_is_refused_from_its_header_before_any_decoder_sees_it(monkeypatch):
     bomb = bomb_png()
     assert len(bomb) < 5000 and 30000 * 30000 > MAX_IMAGE_PIXELS
     decoded = []
     real_imdecode, real_load = cv2.imdecode, ImageFile.ImageFile.load
     monkeypatch.setattr(cv2, "imdecode", lambda buf, flags: decoded.append("cv2") or real_imdecode(buf, flags))
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decoded.append("PIL") or real_load(im))
-    assert check_image(bomb).startswith("image too large (30000x30000 px")  # ingest (PIL)
-    image, why = decode_image(bomb)  # the pipeline and the scoring actors (OpenCV)
+    assert check_image(bomb).startswith("image too large (30000x30000 px")  # ingest's check
+    image, why = decode_image(bomb)  # every stage's decode
     assert image is None and why.startswith("image too large (30000x30000 px")
     assert decoded == []  # neither decoder was handed the bytes: nothing was allocated
-    # the spies work: an ordinary image goes through both decoders
+    # the spies work: an ordinary image is decoded, by OpenCV (every stage decodes alike)
     ordinary = _encode(Image.fromarray(np.zeros((32, 32, 3), np.uint8)), "PNG")
     assert check_image(ordinary) is None and decode_image(ordinary)[1] == ""
-    assert sorted(decoded) == ["PIL", "cv2"]
+    assert decoded == ["cv2", "cv2"]
 
 
 @pytest.mark.parametrize("side, fmt", [(MIN_IMAGE_SIDE - 1, "PNG"), (6, "JPEG"), (6, "BMP"), (MIN_IMAGE_SIDE, "PNG")])
@@ -351,13 +353,22 @@ def _folder_zoo(root: Path) -> dict:
 
 
 def test_folder_ingest_rejects_each_bad_kind_with_its_reason_and_reads_nothing_outside_the_root(tmp_path,
-                                                                                                 monkeypatch):
+                                                                                                 monkeypatch,
+                                                                                                 ray_local):
+    from aikd.ingest.faces import ingest_partition
+    from aikd.ingest.run import plan, run_ingest
+
     folder = _folder_zoo(tmp_path)
+    out = str(tmp_path / "shards")
+    cfg = IngestConfig(images=folder["images"], landmarks=folder["landmarks"], out=out, images_per_shard=8)
+    summary = run_ingest(cfg)
+    # the same plan and partitions again in this process, where every read can be watched
     read: list[str] = []
     real = Location.read_bytes
     monkeypatch.setattr(Location, "read_bytes", lambda self: read.append(self.path) or real(self))
-    out = str(tmp_path / "shards")
-    summary = ingest_folder(folder["images"], folder["landmarks"], out, rows_per_shard=8)
+    watched = cfg.model_copy(update={"out": str(tmp_path / "watched")})
+    for part in plan(watched)[0]:
+        ingest_partition(watched, resolve(watched.out), part["name"], json.loads(part["records"]), part["inputs"], None)
     read_by_ingest = list(read)  # not what the checks below read
 
     rejects = read_rejects(out).to_pylist()
@@ -370,8 +381,8 @@ def test_folder_ingest_rejects_each_bad_kind_with_its_reason_and_reads_nothing_o
     files = {str(p.relative_to(folder["images"])) for p in Path(folder["images"]).rglob("*") if p.is_file()}
     paths = [p for p, _, _ in folder["entries"]]
     rows_in = len(files | set(paths)) + len(paths) - len(set(paths))
-    assert summary["rows"] + summary["rejected"] == rows_in == table.num_rows + len(rejects)
-    assert read_summary(out)["reject_reasons"][DUPLICATE] == 1
+    assert summary["rows"] + summary["counts"]["rejected"] == rows_in == table.num_rows + len(rejects)
+    assert read_summary(out)["rejects"][DUPLICATE] == 1
     # the first entry of the repeated path is the one ingested
     first = {r[IMAGE_ID]: r for r in table.to_pylist()}[folder["repeated"][0]]
     np.testing.assert_allclose(first["landmarks"], folder["good"][1]["landmarks"], rtol=1e-6)
@@ -385,7 +396,9 @@ def test_folder_ingest_rejects_each_bad_kind_with_its_reason_and_reads_nothing_o
     assert all(p.startswith(images_root) or p == folder["landmarks"] for p in read_by_ingest)
 
 
-def test_pickle_ingest_rejects_a_nan_label_and_an_id_outside_the_root(tmp_path):
+def test_pickle_ingest_rejects_a_nan_label_and_an_id_outside_the_root(tmp_path, ray_local):
+    from aikd.ingest.run import run_ingest
+
     good = _good_rows()[:4]
     images = tmp_path / "images"
     for row in good:
@@ -399,11 +412,11 @@ def test_pickle_ingest_rejects_a_nan_label_and_an_id_outside_the_root(tmp_path):
     (tmp_path / "lm.pkl").write_bytes(pickle.dumps(boxes))
     (tmp_path / "q.pkl").write_bytes(pickle.dumps(scores))
     out = str(tmp_path / "out")
-    summary = ingest_aikd(str(images), str(tmp_path / "lm.pkl"), out, quality_pickle=str(tmp_path / "q.pkl"),
-                          label="zoo")
+    summary = run_ingest(IngestConfig(images=str(images), landmarks=str(tmp_path / "lm.pkl"), out=out,
+                                      quality=str(tmp_path / "q.pkl"), label="zoo"))
     rejects = {r["image_id"]: r["reason"] for r in read_rejects(out).to_pylist()}
     assert rejects == {names[1]: "non-finite label zoo", "../secret.jpg": "image path outside the images root"}
-    assert summary["rows"] + summary["rejected"] == len(names) and summary["rows"] == 3
+    assert summary["rows"] + summary["counts"]["rejected"] == len(names) and summary["rows"] == 3
 
 
 # --------------------------------------------------------------------------- label (in process)

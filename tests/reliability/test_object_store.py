@@ -34,8 +34,8 @@ def test_a_bucket_that_is_gone_ends_the_job_in_one_line(where, faces, run_job, p
     gone = "s3://aikd-gone/reliability"
     source = gone if where == "images" else f"s3://{BUCKET}/reliability"
     before = proxy.figures()
-    job = run_job(["ingest", "folder", "--images", f"{source}/images", "--landmarks", f"{source}/landmarks.csv",
-                   "--out", f"{gone}/faces" if where == "output" else f"s3://{BUCKET}/reliability/never"])
+    job = run_job(["ingest"], {"job": "ingest", "images": f"{source}/images", "landmarks": f"{source}/landmarks.csv",
+                               "out": f"{gone}/faces" if where == "output" else f"s3://{BUCKET}/reliability/never"})
     assert job.finish(120) == 2
     assert "aikd-gone" in _one_error_line(job.output)
     assert delta(before, proxy.figures())["requests"] < 400  # no retry storm: a missing bucket is not retried

@@ -90,8 +90,10 @@ def test_ingest_aikd_refuses_a_data_pickle_that_would_run_code(planted_in, no_ra
     for flag, data in plain.items():
         files[flag] = no_ray / f"{flag[2:]}.pkl"
         files[flag].write_bytes(pickle.dumps({"a.jpg": Touches(marker)} if flag == planted_in else data))
-    err = cli_error(["ingest", "aikd", "--images", str(no_ray), "--landmarks", str(files["--landmarks"]),
-                     "--quality", str(files["--quality"]), "--out", str(no_ray / "out")], capsys)
+    spec = no_ray / "ingest.yaml"
+    spec.write_text(yaml.safe_dump({"job": "ingest", "images": str(no_ray), "landmarks": str(files["--landmarks"]),
+                                    "quality": str(files["--quality"]), "out": str(no_ray / "out")}))
+    err = cli_error(["ingest", str(spec)], capsys)
     assert f"{files[planted_in]}: refusing to load posix.system" in err
     assert not marker.exists() and not (no_ray / "out").exists()
 

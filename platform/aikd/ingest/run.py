@@ -61,20 +61,25 @@ def records_of(cfg: IngestConfig, files: dict) -> list[Record]:
     if cfg.reference_pickles:
         return aikd_records(resolve(cfg.landmarks), resolve(cfg.quality) if cfg.quality else None, cfg.label)
     if cfg.landmarks is not None:
-        entries = read_landmarks(resolve(cfg.landmarks))
+        entries = read_landmarks(resolve(cfg.landmarks))  # its own errors first: a table names the images
+        _some(cfg, files)
         if entries and not {e.image_id for e in entries} & set(files):
             raise IngestError(f"none of the {len(entries)} rows of {cfg.landmarks} names an image under "
                               f"{resolve(cfg.images).uri}: paths are relative to images (e.g. {min(files)!r}); its "
                               f"first row names {entries[0].image_id!r}")
         return folder_records(sorted(files), entries)
+    _some(cfg, files)
     return [Record(path, None) for path in sorted(files)]
+
+
+def _some(cfg: IngestConfig, files: dict) -> None:
+    if not files:
+        raise IngestError(f"no images ({', '.join(cfg.suffixes)}) under {resolve(cfg.images).uri}")
 
 
 def plan(cfg: IngestConfig) -> tuple[list[dict], list[tuple[str, str]]]:
     """The partitions (name, records as JSON, inputs digest, images) and the rows rejected before any read."""
     files = list_images(cfg)
-    if not files and not cfg.reference_pickles:
-        raise IngestError(f"no images ({', '.join(cfg.suffixes)}) under {resolve(cfg.images).uri}")
     records = records_of(cfg, files)
     problems = check_records(records) if not cfg.detect else [OUTSIDE_ROOT if outside_root(r.image_id) else None
                                                               for r in records]
@@ -122,12 +127,12 @@ def run_ingest(cfg: IngestConfig) -> dict:
     out = resolve(cfg.out)
     inputs = {"images": cfg.images} | {k: v for k, v in (("landmarks", cfg.landmarks), ("quality", cfg.quality)) if v}
     shape = Shape(out, out.name, inputs=inputs, outputs={"faces": out.uri}, rerun="resume", lock=True)
-    return run_job(cfg, shape, _work)
+    parts, planned = plan(cfg)  # reads only the inputs: a bad table or pickle is refused before Ray starts
+    return run_job(cfg, shape, lambda job: _work(job, parts, planned))
 
 
-def _work(job: Job) -> Outcome:
+def _work(job: Job, parts: list[dict], planned: list[tuple[str, str]]) -> Outcome:
     cfg, out = job.cfg, job.out
-    parts, planned = plan(cfg)
     todo, done = split_done(out, parts)
     removed = remove_orphans(out, parts)
     how = f"detecting faces with {cfg.detector.name}" if cfg.detect else "landmarks from " + str(cfg.landmarks)
