@@ -184,7 +184,7 @@ def test_a_spec_path_that_is_a_binary_file_or_a_folder_is_named(given, says, no_
     ("- a list\n- of things\n", "a job spec is a mapping of fields, got list"),
     ("just words\n", "a job spec is a mapping of fields, got str"),
     ("job: distil\nname: n\n", "field 'job' must be one of ['distill', 'evaluate', 'experiment', 'fr-train', "
-                               "'label', 'score', 'sweep'], got 'distil'"),
+                               "'ingest', 'label', 'score', 'sweep'], got 'distil'"),
     ("name: n\n", "field 'job' must be one of"),
 ])
 def test_aikd_run_names_the_job_field_or_the_shape_it_needs(text, says, no_ray, capsys):
