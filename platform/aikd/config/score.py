@@ -27,7 +27,7 @@ class ScoreConfig(JobSpec):
     shards: list[str] = Field(default_factory=list, description="face shard prefixes or files (any URI)")
     images: str | None = Field(None, description="a folder/prefix of image files, instead of shards")
     landmarks: str | None = Field(None, description="CSV/JSON table for `images`: path -> 10 landmark numbers "
-                                  "(+ 4 box numbers), as `aikd ingest folder` reads it")
+                                  "(+ 4 box numbers), as the ingest job reads it")
     images_per_file: int = Field(10_000, ge=1, description="images of a folder per output file (resume unit)")
     alignment: Literal["landmarks", "box", "aligned", "detect"] = Field(
         "landmarks", description="5-point similarity alignment, the detector box squared and resized, "
