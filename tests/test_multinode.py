@@ -302,7 +302,7 @@ def test_a_preempted_node_loses_no_gallery_face(cluster, shared, distilled, gall
         proc = subprocess.Popen(_submit_args(cluster, "jobs/score.yaml", overrides, job, WHOLE_POOL),
                                 cwd=REPO, env=cluster.env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            victim = _scoring_node(cluster, job, proc)
+            victim = _actor_node(cluster, job, proc, "Scorer")
             cluster.preempt(victim)
             cluster.add_worker(cluster.next_name())
             assert proc.wait(timeout=900) == 0, (cluster.tmp / "score-preempted.log").read_text()[-4000:]
@@ -322,15 +322,71 @@ def _maybe(fn, *args):
         return None
 
 
-def _scoring_node(cluster: Cluster, submission: str, proc) -> str:
-    """The worker node of the first live scoring actor of a running job."""
+def _actor_node(cluster: Cluster, submission: str, proc, class_part: str) -> str:
+    """The worker node of the first live actor of ``class_part`` of a running job."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         job_id = _maybe(cluster.job_id, submission)
         if job_id:
             names = {v: k for k, v in cluster.alive().items()}
             for a in cluster.state("actors", job_id=job_id, state="ALIVE"):
-                if "Scorer" in a["class_name"] and names.get(a["node_id"], "head") != "head":
+                if class_part in a["class_name"] and names.get(a["node_id"], "head") != "head":
                     return names[a["node_id"]]
         time.sleep(0.2)
-    raise AssertionError("no scoring actor started on a worker node before the job ended")
+    raise AssertionError(f"no {class_part} actor started on a worker node before the job ended")
+
+
+@pytest.fixture(scope="module")
+def raw_photos(shared) -> tuple[str, int]:
+    """96 raw photos on S3, `<person>/<photo>.jpg`, no landmarks (synthetic, some of them degraded)."""
+    from aikd.data.synth import SynthConfig, generate_rows
+
+    root = resolve(f"{shared[0]}/photos")
+    rows = list(generate_rows(SynthConfig(identities=12, samples_per_identity=8, seed=23)))
+    for row in rows:
+        root.join(row["image_id"]).write_bytes(row["image"])
+    return root.uri, len(rows)
+
+
+def _ingest_overrides(photos: str, common: list[str], out: str) -> list[str]:
+    # an ingest actor takes a whole worker node's aikd_worker: the two land on the two worker nodes
+    return common + [f"images={photos}", f"out={out}", "images_per_shard=8", "resources.workers=2",
+                     "resources.custom={aikd_worker: 1}", "resources.placement=spread"]
+
+
+def _ingested(out: str, photos: int) -> tuple[dict, list[str]]:
+    """The ingest's summary and its image ids; every photo is in once, as faces or as a reject."""
+    from aikd.data.shards import read_rejects, read_shards
+
+    summary = json.loads(resolve(f"{out}/_summary.json").read_text())
+    ids = read_shards(out).column("image_id").to_pylist()
+    rejected = read_rejects(out).column("image_id").to_pylist()
+    found = {i.rsplit("#", 1)[0] for i in ids}
+    assert len(ids) == len(set(ids)) == summary["counts"]["faces"] and not found & set(rejected)
+    assert len(found) + len(rejected) == photos == summary["counts"]["images"]
+    return summary, ids
+
+
+def test_ingest_detects_faces_with_its_actors_on_both_worker_nodes(cluster, shared, raw_photos):
+    root, common, _, _ = shared
+    job = submit(cluster, "jobs/ingest.yaml", _ingest_overrides(raw_photos[0], common, f"{root}/faces"), WHOLE_POOL)
+    summary, ids = _ingested(f"{root}/faces", raw_photos[1])
+    assert len(ids) > 0.6 * raw_photos[1] and summary["detected"] is True
+    assert set(cluster.actor_nodes(job, "IngestActor")) == set(cluster.alive()) - {"head"}
+
+
+def test_a_preempted_node_loses_no_photo_and_stores_no_face_twice(cluster, shared, raw_photos):
+    """A worker node holding an ingest actor dies mid-job and another joins: every photo in exactly once."""
+    root, common, _, _ = shared
+    out, job = f"{root}/faces-preempted", f"aikd-{uuid.uuid4().hex[:8]}"
+    with open(cluster.tmp / "ingest-preempted.log", "w") as log:
+        proc = subprocess.Popen(_submit_args(cluster, "jobs/ingest.yaml", _ingest_overrides(raw_photos[0], common, out),
+                                             job, WHOLE_POOL), cwd=REPO, env=cluster.env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        try:
+            cluster.preempt(_actor_node(cluster, job, proc, "IngestActor"))
+            cluster.add_worker(cluster.next_name())
+            assert proc.wait(timeout=900) == 0, (cluster.tmp / "ingest-preempted.log").read_text()[-4000:]
+        finally:
+            proc.kill()
+    _ingested(out, raw_photos[1])
