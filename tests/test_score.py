@@ -324,3 +324,19 @@ def test_raw_photos_are_scored_a_row_per_face_found_and_a_photo_without_one_is_a
     [[found]] = create_detector("mtcnn", device="cpu").detect([decoded])
     np.testing.assert_allclose(landmarks, found.landmarks, atol=1e-3)
     assert row["detector_score"] > 0.99 and len(row["face_box"]) == 4
+
+
+def test_a_symbolic_link_out_of_the_images_folder_is_a_planned_reject_never_read(tmp_path):
+    from aikd.data.ingest import OUTSIDE_ROOT
+    from aikd.score.inputs import plan
+
+    folder, private = tmp_path / "photos", tmp_path / "private"
+    (folder / "a").mkdir(parents=True)
+    private.mkdir()
+    for where in (folder / "a" / "face.png", private / "secret.png"):
+        cv2.imwrite(str(where), np.full((40, 40, 3), 100, np.uint8))
+    (folder / "a" / "secret.png").symlink_to(private / "secret.png")
+    files, _, rejects = plan(ScoreConfig(images=str(folder), alignment="aligned", out=str(tmp_path / "out"),
+                                         models=[{"name": "s", "model": "x"}]))
+    assert [p for f in files for u in f.units for p in u["paths"]] == ["a/face.png"]
+    assert rejects == [("a/secret.png", OUTSIDE_ROOT)]

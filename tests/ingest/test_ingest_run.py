@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 
 import cv2
@@ -104,3 +105,22 @@ def test_landmarks_are_on_the_upright_photo_as_every_stage_decodes_it(photos, ra
     assert summary["counts"]["faces"] == 1 and summary["counts"]["rejected"] == 0
     image, why = decode_image(_rows(cfg)["p/phone.jpg"]["image"])
     assert why == "" and image.shape == upright.shape and np.abs(image.astype(int) - upright).mean() < 4
+
+
+def test_a_symbolic_link_out_of_the_images_root_is_a_reject_never_read(photos, tmp_path):
+    from aikd.data.ingest import OUTSIDE_ROOT
+    from aikd.ingest.run import plan
+
+    root = tmp_path / "photos"
+    shutil.copytree(photos["root"], root)
+    (tmp_path / "private").mkdir()
+    shutil.copy(root / photos["real"], tmp_path / "private" / "secret.jpg")
+    (root / "linked").mkdir()
+    (root / "linked" / "secret.jpg").symlink_to(tmp_path / "private" / "secret.jpg")  # a file link
+    (root / "dir").symlink_to(tmp_path / "private", target_is_directory=True)  # a folder link
+    (root / "linked" / "inside.jpg").symlink_to(root / photos["real"])  # a link that stays inside: an image
+    parts, planned = plan(IngestConfig(images=str(root), out=str(tmp_path / "out")))
+    planned = dict(planned)
+    assert planned.get("linked/secret.jpg") == OUTSIDE_ROOT and "dir/secret.jpg" not in {
+        r["image_id"] for p in parts for r in json.loads(p["records"])}
+    assert "linked/inside.jpg" in {r["image_id"] for p in parts for r in json.loads(p["records"])}

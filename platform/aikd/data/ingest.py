@@ -19,9 +19,11 @@ import csv
 import io
 import json
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow.fs as pafs
 
 from aikd.align import box_reason, degenerate_reason
 from aikd.data.decode import decode_image
@@ -187,6 +189,15 @@ def check_image(data: bytes, landmarks: list[float] | None = None) -> str | None
 def outside_root(image_id: str) -> bool:
     """True for an id that, joined to the images root, names a file outside it (absolute, or a '..' part)."""
     return image_id.startswith(("/", "\\")) or ".." in image_id.replace("\\", "/").split("/")
+
+
+def links_outside(root: Location, image_id: str) -> bool:
+    """True for a file under a local ``root`` reached through a symbolic link that leads outside the root: reading
+    it would read a file the images root does not hold. (Object stores have no links.)"""
+    if not isinstance(root.fs, pafs.LocalFileSystem):
+        return False
+    real_root = os.path.realpath(root.path)
+    return os.path.commonpath([real_root, os.path.realpath(os.path.join(root.path, image_id))]) != real_root
 
 
 def check_record(rec: Record) -> str | None:

@@ -30,6 +30,7 @@ from aikd.data.ingest import (
     aikd_records,
     check_records,
     folder_records,
+    links_outside,
     outside_root,
     read_landmarks,
 )
@@ -81,8 +82,10 @@ def plan(cfg: IngestConfig) -> tuple[list[dict], list[tuple[str, str]]]:
     """The partitions (name, records as JSON, inputs digest, images) and the rows rejected before any read."""
     files = list_images(cfg)
     records = records_of(cfg, files)
-    problems = check_records(records) if not cfg.detect else [OUTSIDE_ROOT if outside_root(r.image_id) else None
-                                                              for r in records]
+    root = resolve(cfg.images)
+    problems = check_records(records) if not cfg.detect else [None] * len(records)
+    problems = [OUTSIDE_ROOT if outside_root(r.image_id) or (r.image_id in files and links_outside(root, r.image_id))
+                else why for r, why in zip(records, problems, strict=True)]
     planned = [(r.image_id, why) for r, why in zip(records, problems, strict=True) if why]
     todo = [r for r, why in zip(records, problems, strict=True) if not why]
     settings = {"detector": cfg.detector.model_dump() if cfg.detect else None, "margin": cfg.margin,

@@ -21,7 +21,8 @@ fixed table row or an added image is never skipped as "done before".
 
 A folder with a landmarks table also plans the table's own problems as rejects: an
 image with no row ("no row in the landmarks table"), a row whose image is not there
-("image file not found"), a row naming a path outside the images root. A table none of
+("image file not found"), a row naming a path outside the images root. An image reached
+through a symbolic link that leads outside the root is rejected the same way, unread. A table none of
 whose rows names an image under the root is a user error, not a job that rejects
 everything.
 """
@@ -41,7 +42,7 @@ import pyarrow.parquet as pq
 
 from aikd.config import DataConfig, ScoreConfig
 from aikd.config.ingest import IMAGE_SUFFIXES
-from aikd.data.ingest import DUPLICATE, OUTSIDE_ROOT, outside_root, read_landmarks_file
+from aikd.data.ingest import DUPLICATE, OUTSIDE_ROOT, links_outside, outside_root, read_landmarks_file
 from aikd.data.pipeline import plan_units, unit_batches
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
 from aikd.data.shards import shard_files
@@ -140,7 +141,8 @@ def _plan_folder(cfg: ScoreConfig) -> tuple[list[OutputFile], dict, list[tuple[s
     stats = {posixpath.relpath(f.path, root.path): (f.size, f.mtime_ns) for f in found
              if f.type == pafs.FileType.File and f.path.lower().endswith(IMAGE_SUFFIXES)
              and not posixpath.basename(f.path).startswith((".", "_"))}
-    paths = sorted(stats)
+    linked_out = sorted(p for p in stats if links_outside(root, p))  # never read: rejects of the plan
+    paths = sorted(set(stats) - set(linked_out))
     if not paths:
         raise AikdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root.uri}")
     table = read_landmarks_file(resolve(cfg.landmarks)) if cfg.landmarks else {}
@@ -164,10 +166,10 @@ def _plan_folder(cfg: ScoreConfig) -> tuple[list[OutputFile], dict, list[tuple[s
         files.append(out)
     _number_rows([u for f in files for u in f.units])
     unmatched = sorted(set(table) - set(paths))  # rows naming no image: rejects too, never lost
-    rejects = [(p, OUTSIDE_ROOT if outside_root(p) else NOT_FOUND) for p in unmatched]
+    rejects = [(p, OUTSIDE_ROOT if outside_root(p) else NOT_FOUND) for p in unmatched if p not in linked_out]
     facts = {"table_entries_without_image": sum(r == NOT_FOUND for _, r in rejects),
              "table_entries_outside_root": sum(r == OUTSIDE_ROOT for _, r in rejects)}
-    return files, facts if table else {}, rejects
+    return files, facts if table else {}, rejects + [(p, OUTSIDE_ROOT) for p in linked_out]
 
 
 def _numbers(values, width: int) -> np.ndarray:
