@@ -21,6 +21,8 @@ its traceback: the shell catches nothing but to close the run with its status.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,6 +89,12 @@ def finished(out: Location) -> dict | None:
     """The summary of a job that finished on ``out``, or None."""
     path = summary_path(out)
     return path.read_json() if path.exists() else None
+
+
+def digest(parts) -> str:
+    """A short hash of what a unit of output (a score file, an ingest partition) was made from: a rerun does the
+    unit again when it changed."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def count_reasons(rejects: list[tuple[str, str]]) -> dict[str, int]:

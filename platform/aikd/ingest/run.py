@@ -37,10 +37,9 @@ from aikd.data.ingest import (
 from aikd.data.schema import label_column
 from aikd.data.shards import write_rejects
 from aikd.ingest.faces import PARTS_DIR, IngestActor, manifest_of
-from aikd.job import Job, Outcome, Shape, count_reasons, run_job
+from aikd.job import Job, Outcome, Shape, count_reasons, digest, run_job
 from aikd.jobs import JobKind
 from aikd.progress import Progress
-from aikd.score.inputs import digest
 from aikd.storage import Location, StorageError, resolve
 
 

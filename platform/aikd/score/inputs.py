@@ -29,8 +29,6 @@ everything.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,6 +45,7 @@ from aikd.data.pipeline import plan_units, unit_batches
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
 from aikd.data.shards import shard_files
 from aikd.errors import AikdError
+from aikd.job import digest
 from aikd.storage import resolve
 
 ORDER = "order"  # a row's position in plan order
@@ -63,10 +62,6 @@ class OutputFile:
     rows: int = 0
     units: list[dict] = field(default_factory=list)
     inputs: str = ""  # digest of what goes in: a rerun scores the file again when it changed
-
-
-def digest(parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def plan(cfg: ScoreConfig) -> tuple[list[OutputFile], dict, list[tuple[str, str]]]:
