@@ -139,3 +139,22 @@ def test_aikd_malicious_pickle_is_refused(tmp_path):
     with pytest.raises(UnsafePickleError, match="refusing to load"):
         ingest_aikd(str(tmp_path), str(tmp_path / "lm.pkl"), str(tmp_path / "out"))
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_tables_subject_column_names_each_rows_subject(tmp_path):
+    from aikd.data.ingest import read_landmarks
+
+    numbers = ",".join(str(float(v)) for v in range(10))
+    (tmp_path / "lm.csv").write_text(f"path,subject,{','.join(f'v{i}' for i in range(10))}\n"
+                                     f"a.jpg,alice,{numbers}\nb.jpg,,{numbers}\n")
+    (tmp_path / "lm.json").write_text(json.dumps({"a.jpg": {"landmarks": list(range(10)), "subject": "alice"},
+                                                  "b.jpg": list(range(10))}))
+    for name in ("lm.csv", "lm.json"):
+        records = read_landmarks(resolve(str(tmp_path / name)))
+        assert [(r.image_id, r.subject) for r in records] == [("a.jpg", "alice"), ("b.jpg", None)], name
+        assert records[0].landmarks == [float(v) for v in range(10)]
+
+
+def test_subject_table_needs_a_landmarks_table():
+    with pytest.raises(ValueError, match="subject: table reads the landmarks table's subject column"):
+        IngestConfig(images="photos", out="faces", subject="table")

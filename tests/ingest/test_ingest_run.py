@@ -124,3 +124,21 @@ def test_a_symbolic_link_out_of_the_images_root_is_a_reject_never_read(photos, t
     assert planned.get("linked/secret.jpg") == OUTSIDE_ROOT and "dir/secret.jpg" not in {
         r["image_id"] for p in parts for r in json.loads(p["records"])}
     assert "linked/inside.jpg" in {r["image_id"] for p in parts for r in json.loads(p["records"])}
+
+
+def test_subjects_come_from_the_tables_column_when_the_spec_says_so(photos, tmp_path):
+    from aikd.ingest.faces import ingest_partition
+    from aikd.ingest.run import plan
+    from aikd.storage import resolve
+
+    names = photos["portraits"][:3]
+    rows = ["path,subject," + ",".join(f"v{i}" for i in range(10))]
+    rows += [f"{p},person{k}," + ",".join(["50", "60", "90", "60", "70", "80", "55", "100", "85", "100"])
+             for k, p in enumerate(names)]
+    (tmp_path / "lm.csv").write_text("\n".join(rows) + "\n")
+    cfg = IngestConfig(images=photos["root"], landmarks=str(tmp_path / "lm.csv"), subject="table",
+                       out=str(tmp_path / "out"))
+    [part], _ = plan(cfg)  # the table's 3 images and the photos without a row (rejected: missing landmarks)
+    ingest_partition(cfg, resolve(cfg.out), part["name"], json.loads(part["records"]), part["inputs"], None)
+    assert {r["image_id"]: r["subject_id"] for r in read_shards(cfg.out).to_pylist()} == {
+        p: f"person{k}" for k, p in enumerate(names)}

@@ -30,8 +30,9 @@ class IngestConfig(JobSpec):
     detector: DetectorSpec = Field(DetectorSpec(), description="the face detector, when no landmarks are given")
     margin: float = Field(0.5, ge=0.1, le=2.0, description="detection: a stored face is its box grown by this "
                           "share of the box's side on every side (context the misaligned twin warps in)")
-    subject: Literal["folder", "none"] = Field("folder", description="subject_id: the first folder of each "
-                                               "image's path, or none")
+    subject: Literal["folder", "table", "none"] = Field(
+        "folder", description="subject_id: the first folder of each image's path, the landmarks table's subject "
+        "column, or none")
     out: str = Field(description="URI prefix of the face shards (one per partition), rejects and summary")
     images_per_shard: int = Field(1000, ge=1, description="images per partition: one shard file each, the unit "
                                   "of work and of resume")
@@ -41,6 +42,9 @@ class IngestConfig(JobSpec):
 
     @model_validator(mode="after")
     def _sources(self) -> IngestConfig:
+        if self.subject == "table" and (self.landmarks is None or self.reference_pickles):
+            raise ValueError("subject: table reads the landmarks table's subject column: give a CSV or JSON table "
+                             "as landmarks")
         if self.quality is not None and not self.reference_pickles:
             raise ValueError("quality is the AI-KD reference quality pickle: it goes with the reference landmarks "
                              "pickle (landmarks: <file>.pkl)")

@@ -47,6 +47,7 @@ class Record:
     landmarks: list[float] | None
     bbox: list[float] | None = None
     labels: dict[str, float] = field(default_factory=dict)
+    subject: str | None = None  # a table's subject column, if it has one
 
 
 # --------------------------------------------------------------------------- sources
@@ -72,8 +73,9 @@ class _Pairs(list):
 def read_landmarks(location: Location) -> list[Record]:
     """Every entry of a landmarks file, in file order, a repeated path included.
 
-    CSV: path, 10 landmark numbers, optional 4 box numbers; header optional. JSON:
-    ``{path: [10 numbers]}`` or ``{path: {"landmarks": [...], "bbox": [...]}}``.
+    CSV: path, 10 landmark numbers, optional 4 box numbers; header optional. A header may
+    name a ``subject`` column (anywhere): each row's subject. JSON: ``{path: [10 numbers]}``
+    or ``{path: {"landmarks": [...], "bbox": [...], "subject": "..."}}``.
     """
     if not location.exists():
         raise IngestError(f"landmarks file not found: {location.uri}")
@@ -90,16 +92,24 @@ def read_landmarks(location: Location) -> list[Record]:
             src = f"{location.uri} [{key}]"
             if isinstance(value, _Pairs):
                 value = dict(value)
-                records.append(Record(key, _numbers(value.get("landmarks"), src), _numbers(value.get("bbox"), src)))
+                subject = value.get("subject")
+                records.append(Record(key, _numbers(value.get("landmarks"), src), _numbers(value.get("bbox"), src),
+                                      subject=None if subject is None else str(subject)))
             else:
                 records.append(Record(key, _numbers(value, src)))
         return records
     rows = list(csv.reader(io.StringIO(text)))
+    column = None  # the subject column, when a header names one
     if rows and rows[0] and not _is_number(rows[0][1] if len(rows[0]) > 1 else ""):
+        names = [name.strip().lower() for name in rows[0]]
+        column = names.index("subject") if "subject" in names else None
         rows = rows[1:]  # header
     for line, row in enumerate(rows, start=1):
         if not row:
             continue
+        subject = None
+        if column is not None and column < len(row):
+            subject = row.pop(column).strip() or None
         if len(row) not in (11, 15):
             raise IngestError(
                 f"{location.uri} row {line}: expected path + 10 landmark numbers (+ 4 box numbers), "
@@ -108,7 +118,7 @@ def read_landmarks(location: Location) -> list[Record]:
         src = f"{location.uri} row {line}"
         has_box = len(row) == 15 and any(cell.strip() for cell in row[11:15])
         bbox = _numbers(row[11:15], src) if has_box else None
-        records.append(Record(row[0], _numbers(row[1:11], src), bbox))
+        records.append(Record(row[0], _numbers(row[1:11], src), bbox, subject=subject))
     return records
 
 

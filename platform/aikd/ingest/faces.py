@@ -98,8 +98,10 @@ def ingest_partition(cfg: IngestConfig, out: Location, name: str, records: list[
     return manifest
 
 
-def _subject(cfg: IngestConfig, image_id: str) -> str | None:
-    return subject_of(image_id) if cfg.subject == "folder" else None
+def _subject(cfg: IngestConfig, rec: dict) -> str | None:
+    if cfg.subject == "table":
+        return rec["subject"]
+    return subject_of(rec["image_id"]) if cfg.subject == "folder" else None
 
 
 def located_rows(cfg: IngestConfig, records: list[dict], blobs: list) -> tuple[list[dict], list[list[str]]]:
@@ -110,7 +112,7 @@ def located_rows(cfg: IngestConfig, records: list[dict], blobs: list) -> tuple[l
         if problem is not None:
             rejects.append([rec["image_id"], problem])
             continue
-        row = {IMAGE_ID: rec["image_id"], SUBJECT_ID: _subject(cfg, rec["image_id"]), IMAGE: data,
+        row = {IMAGE_ID: rec["image_id"], SUBJECT_ID: _subject(cfg, rec), IMAGE: data,
                LANDMARKS: rec["landmarks"], BBOX: rec["bbox"]}
         if cfg.quality:
             row[label_column(cfg.label)] = rec["labels"][cfg.label]
@@ -127,12 +129,13 @@ def detected_rows(cfg: IngestConfig, records: list[dict], blobs: list,
         if image is None:
             rejects.append([rec["image_id"], why])
         else:
-            photos.append((rec["image_id"], image))
+            photos.append((rec, image))
     rows = []
     for start in range(0, len(photos), DETECT_BATCH):
         part = photos[start:start + DETECT_BATCH]
         found = detector.detect([np.ascontiguousarray(image[:, :, ::-1]) for _, image in part])  # BGR -> RGB
-        for (image_id, image), faces in zip(part, found, strict=True):
+        for (rec, image), faces in zip(part, found, strict=True):
+            image_id = rec["image_id"]
             if not faces:
                 rejects.append([image_id, NO_FACE])
             for face in faces:
@@ -141,7 +144,7 @@ def detected_rows(cfg: IngestConfig, records: list[dict], blobs: list,
                 if not ok:
                     rejects.append([f"{image_id}#{face.index}", "face crop could not be encoded"])
                     continue
-                rows.append({IMAGE_ID: f"{image_id}#{face.index}", SUBJECT_ID: _subject(cfg, image_id),
+                rows.append({IMAGE_ID: f"{image_id}#{face.index}", SUBJECT_ID: _subject(cfg, rec),
                              IMAGE: encoded.tobytes(),
                              LANDMARKS: (face.landmarks - corner).reshape(10).tolist(),
                              BBOX: (face.box.reshape(2, 2) - corner).reshape(4).tolist(),

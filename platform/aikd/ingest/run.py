@@ -91,7 +91,8 @@ def plan(cfg: IngestConfig) -> tuple[list[dict], list[tuple[str, str]]]:
                 "subject": cfg.subject, "label": cfg.label if cfg.quality else None}
     parts = []
     for k, start in enumerate(range(0, len(todo), cfg.images_per_shard)):
-        chunk = [{"image_id": r.image_id, "landmarks": r.landmarks, "bbox": r.bbox, "labels": r.labels}
+        chunk = [{"image_id": r.image_id, "landmarks": r.landmarks, "bbox": r.bbox, "labels": r.labels,
+                  "subject": r.subject}
                  for r in todo[start:start + cfg.images_per_shard]]
         stats = [files.get(rec["image_id"]) for rec in chunk]
         parts.append({"name": f"part-{k:05d}.parquet", "records": json.dumps(chunk), "images": len(chunk),
