@@ -20,12 +20,14 @@ import io
 import json
 import math
 import os
+import posixpath
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow.fs as pafs
 
 from aikd.align import box_reason, degenerate_reason
+from aikd.config.ingest import IMAGE_SUFFIXES
 from aikd.data.decode import decode_image
 from aikd.data.safe_pickle import safe_loads
 from aikd.errors import AikdError
@@ -201,13 +203,36 @@ def outside_root(image_id: str) -> bool:
     return image_id.startswith(("/", "\\")) or ".." in image_id.replace("\\", "/").split("/")
 
 
-def links_outside(root: Location, image_id: str) -> bool:
-    """True for a file under a local ``root`` reached through a symbolic link that leads outside the root: reading
-    it would read a file the images root does not hold. (Object stores have no links.)"""
+def image_files(root: Location, suffixes=IMAGE_SUFFIXES, missing_ok: bool = False) -> dict[str, tuple[int, int]]:
+    """Every image file under ``root``, recursively (hidden and side files, ``.*`` and ``_*``, left out): its path
+    relative to the root -> (size, modification time). ``missing_ok``: a root that is not there holds none."""
+    found = root.info(pafs.FileSelector(root.path, recursive=True, allow_not_found=missing_ok))
+    return {posixpath.relpath(f.path, root.path): (f.size, f.mtime_ns) for f in found
+            if f.type == pafs.FileType.File and f.path.lower().endswith(tuple(suffixes))
+            and not posixpath.basename(f.path).startswith((".", "_"))}
+
+
+def require_images(paths, root: Location, suffixes=IMAGE_SUFFIXES) -> None:
+    if not paths:
+        raise IngestError(f"no images ({', '.join(suffixes)}) under {root.uri}")
+
+
+def require_table_names_images(landmarks: str, named: list[str], paths, root: Location) -> None:
+    """A table none of whose rows (``named``: their paths, in file order) names one of ``paths`` is a user error:
+    its paths are absolute, or relative to another folder."""
+    if named and not set(named) & set(paths):
+        raise IngestError(f"none of the {len(named)} rows of {landmarks} names an image under {root.uri}: paths are "
+                          f"relative to images (e.g. {min(paths)!r}); its first row names {named[0]!r}")
+
+
+def linked_outside(root: Location, paths) -> set[str]:
+    """The ``paths`` under a local ``root`` reached through a symbolic link that leads outside the root: reading
+    one would read a file the images root does not hold. (Object stores have no links.)"""
     if not isinstance(root.fs, pafs.LocalFileSystem):
-        return False
+        return set()
     real_root = os.path.realpath(root.path)
-    return os.path.commonpath([real_root, os.path.realpath(os.path.join(root.path, image_id))]) != real_root
+    return {p for p in paths
+            if os.path.commonpath([real_root, os.path.realpath(os.path.join(root.path, p))]) != real_root}
 
 
 def check_record(rec: Record) -> str | None:

@@ -19,8 +19,6 @@ import json
 import posixpath
 import time
 
-import pyarrow.fs as pafs
-
 from aikd.actor_pool import map_actors
 from aikd.config.ingest import IngestConfig
 from aikd.data.ingest import (
@@ -30,9 +28,11 @@ from aikd.data.ingest import (
     aikd_records,
     check_records,
     folder_records,
-    links_outside,
-    outside_root,
+    image_files,
+    linked_outside,
     read_landmarks,
+    require_images,
+    require_table_names_images,
 )
 from aikd.data.schema import label_column
 from aikd.data.shards import write_rejects
@@ -44,47 +44,36 @@ from aikd.storage import Location, StorageError, resolve
 
 
 def list_images(cfg: IngestConfig) -> dict[str, tuple[int, int]]:
-    """Every image file under ``cfg.images`` (its suffixes, hidden and side files left out): path -> size, mtime."""
-    root = resolve(cfg.images)
+    """Every image file under ``cfg.images``: path -> size, mtime (none when the folder is not there)."""
     try:
-        found = root.info(pafs.FileSelector(root.path, recursive=True, allow_not_found=True))
+        return image_files(resolve(cfg.images), cfg.suffixes, missing_ok=True)
     except StorageError as err:
         raise IngestError(f"images: {err}") from None
-    return {posixpath.relpath(f.path, root.path): (f.size, f.mtime_ns) for f in found
-            if f.type == pafs.FileType.File and f.path.lower().endswith(tuple(cfg.suffixes))
-            and not posixpath.basename(f.path).startswith((".", "_"))}
 
 
 def records_of(cfg: IngestConfig, files: dict) -> list[Record]:
     """What the job knows of each image before reading it: the table's or the pickles' entries, or (detection)
     only the file's path."""
+    root = resolve(cfg.images)
     if cfg.reference_pickles:
         return aikd_records(resolve(cfg.landmarks), resolve(cfg.quality) if cfg.quality else None, cfg.label)
     if cfg.landmarks is not None:
         entries = read_landmarks(resolve(cfg.landmarks))  # its own errors first: a table names the images
-        _some(cfg, files)
-        if entries and not {e.image_id for e in entries} & set(files):
-            raise IngestError(f"none of the {len(entries)} rows of {cfg.landmarks} names an image under "
-                              f"{resolve(cfg.images).uri}: paths are relative to images (e.g. {min(files)!r}); its "
-                              f"first row names {entries[0].image_id!r}")
+        require_images(files, root, cfg.suffixes)
+        require_table_names_images(cfg.landmarks, [e.image_id for e in entries], files, root)
         return folder_records(sorted(files), entries)
-    _some(cfg, files)
+    require_images(files, root, cfg.suffixes)
     return [Record(path, None) for path in sorted(files)]
-
-
-def _some(cfg: IngestConfig, files: dict) -> None:
-    if not files:
-        raise IngestError(f"no images ({', '.join(cfg.suffixes)}) under {resolve(cfg.images).uri}")
 
 
 def plan(cfg: IngestConfig) -> tuple[list[dict], list[tuple[str, str]]]:
     """The partitions (name, records as JSON, inputs digest, images) and the rows rejected before any read."""
     files = list_images(cfg)
     records = records_of(cfg, files)
-    root = resolve(cfg.images)
+    # a listed path is under the root by its name; one reached through a link out of it is refused the same way
+    linked = linked_outside(resolve(cfg.images), files)
     problems = check_records(records) if not cfg.detect else [None] * len(records)
-    problems = [OUTSIDE_ROOT if outside_root(r.image_id) or (r.image_id in files and links_outside(root, r.image_id))
-                else why for r, why in zip(records, problems, strict=True)]
+    problems = [OUTSIDE_ROOT if r.image_id in linked else why for r, why in zip(records, problems, strict=True)]
     planned = [(r.image_id, why) for r, why in zip(records, problems, strict=True) if why]
     todo = [r for r, why in zip(records, problems, strict=True) if not why]
     settings = {"detector": cfg.detector.model_dump() if cfg.detect else None, "margin": cfg.margin,
@@ -141,7 +130,7 @@ def _work(job: Job, parts: list[dict], planned: list[tuple[str, str]]) -> Outcom
     how = f"detecting faces with {cfg.detector.name}" if cfg.detect else "landmarks from " + str(cfg.landmarks)
     job.log(f"{len(parts)} partitions ({sum(p['images'] for p in parts)} images, {how}), {len(done)} done before, "
             f"{len(todo)} to do")
-    new, start = [], time.perf_counter()
+    new, images, faces, start = [], 0, 0, time.perf_counter()
     with Progress("ingest", "images", sum(p["images"] for p in todo), every_s=cfg.progress_every_s) as progress:
         if todo:
             items = [{k: p[k] for k in ("name", "records", "inputs")} for p in todo]
@@ -149,18 +138,17 @@ def _work(job: Job, parts: list[dict], planned: list[tuple[str, str]]) -> Outcom
                     batch_size=None, batch_format="numpy"):
                 for text in batch["manifest"]:
                     new.append(json.loads(str(text)))
-                    faces = sum(m["faces"] for m in new)
-                    progress.update(sum(m["images"] for m in new), f"{faces} faces, {len(new)}/{len(todo)} shards")
+                    images, faces = images + new[-1]["images"], faces + new[-1]["faces"]
+                    progress.update(images, f"{faces} faces, {len(new)}/{len(todo)} shards")
     order = {p["name"]: i for i, p in enumerate(parts)}
     manifests = sorted(done + new, key=lambda m: order[m["shard"]])
     rejects = [(i, why) for i, why in planned] + [(i, why) for m in manifests for i, why in m["rejects"]]
     write_rejects(out.uri, rejects)
-    faces = sum(m["faces"] for m in manifests)
-    counts = {"images": sum(m["images"] for m in manifests) + len(planned), "faces": faces,
+    counts = {"images": sum(m["images"] for m in manifests) + len(planned), "faces": sum(m["faces"] for m in manifests),
               "rejected": len(rejects), "shards": sum(1 for m in manifests if m["faces"]),
               "partitions_done_now": len(new), "partitions_done_before": len(done), "orphans_removed": removed}
-    rate = round(sum(m["faces"] for m in new) / (time.perf_counter() - start), 1) if new else None
-    fields = {"out": out.uri, "rows": faces, "detected": cfg.detect, "faces_per_s": rate,
+    rate = round(faces / (time.perf_counter() - start), 1) if new else None  # the faces found now
+    fields = {"out": out.uri, "rows": counts["faces"], "detected": cfg.detect, "faces_per_s": rate,
               "labels": [label_column(cfg.label)] if cfg.quality else []}
     return Outcome(counts=counts, rejects=count_reasons(rejects), fields=fields,
                    metrics=counts | ({"faces_per_s": rate} if rate else {}))

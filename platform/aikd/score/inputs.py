@@ -35,16 +35,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from aikd.config import DataConfig, ScoreConfig
-from aikd.config.ingest import IMAGE_SUFFIXES
-from aikd.data.ingest import DUPLICATE, OUTSIDE_ROOT, links_outside, outside_root, read_landmarks_file
+from aikd.data.ingest import (
+    DUPLICATE,
+    OUTSIDE_ROOT,
+    image_files,
+    linked_outside,
+    outside_root,
+    read_landmarks_file,
+    require_images,
+    require_table_names_images,
+)
 from aikd.data.pipeline import plan_units, unit_batches
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
 from aikd.data.shards import shard_files
-from aikd.errors import AikdError
 from aikd.job import digest
 from aikd.storage import resolve
 
@@ -132,19 +138,12 @@ def mark_duplicates(units: list[dict]) -> None:
 
 def _plan_folder(cfg: ScoreConfig) -> tuple[list[OutputFile], dict, list[tuple[str, str]]]:
     root = resolve(cfg.images)
-    found = root.info(pafs.FileSelector(root.path, recursive=True))
-    stats = {posixpath.relpath(f.path, root.path): (f.size, f.mtime_ns) for f in found
-             if f.type == pafs.FileType.File and f.path.lower().endswith(IMAGE_SUFFIXES)
-             and not posixpath.basename(f.path).startswith((".", "_"))}
-    linked_out = sorted(p for p in stats if links_outside(root, p))  # never read: rejects of the plan
+    stats = image_files(root)
+    linked_out = sorted(linked_outside(root, stats))  # never read: rejects of the plan
     paths = sorted(set(stats) - set(linked_out))
-    if not paths:
-        raise AikdError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root.uri}")
+    require_images(paths, root)
     table = read_landmarks_file(resolve(cfg.landmarks)) if cfg.landmarks else {}
-    if table and not set(table) & set(paths):
-        example = next(iter(table))
-        raise AikdError(f"none of the {len(table)} rows of {cfg.landmarks} names an image under {root.uri}: paths are "
-                        f"relative to images (e.g. {paths[0]!r}); its first row names {example!r}")
+    require_table_names_images(cfg.landmarks, list(table), paths, root)
     files = []
     for k, start in enumerate(range(0, len(paths), cfg.images_per_file)):
         chunk = paths[start:start + cfg.images_per_file]
