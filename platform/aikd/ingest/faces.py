@@ -29,14 +29,13 @@ from aikd.data.decode import decode_image
 from aikd.data.ingest import check_image, read_image_file, subject_of
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID, label_column, with_columns
 from aikd.data.shards import write_shard
-from aikd.detect import Detector, create_detector
+from aikd.detect import Detector, create_detector, detect_decoded
 from aikd.storage import Location, resolve
 
 PARTS_DIR = "_parts"
 DETECTOR_SCORE = "detector_score"
 NO_FACE = "no face detected"
 CROP_QUALITY = 95  # JPEG quality of a stored face crop: re-encoding costs little detail at this setting
-DETECT_BATCH = 16  # photos per detector call
 READ_THREADS = 8  # reads are I/O bound (object storage)
 
 
@@ -131,22 +130,20 @@ def detected_rows(cfg: IngestConfig, records: list[dict], blobs: list,
         else:
             photos.append((rec, image))
     rows = []
-    for start in range(0, len(photos), DETECT_BATCH):
-        part = photos[start:start + DETECT_BATCH]
-        found = detector.detect([np.ascontiguousarray(image[:, :, ::-1]) for _, image in part])  # BGR -> RGB
-        for (rec, image), faces in zip(part, found, strict=True):
-            image_id = rec["image_id"]
-            if not faces:
-                rejects.append([image_id, NO_FACE])
-            for face in faces:
-                crop, corner = margin_crop(image, face.box, cfg.margin)
-                ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, CROP_QUALITY])
-                if not ok:
-                    rejects.append([f"{image_id}#{face.index}", "face crop could not be encoded"])
-                    continue
-                rows.append({IMAGE_ID: f"{image_id}#{face.index}", SUBJECT_ID: _subject(cfg, rec),
-                             IMAGE: encoded.tobytes(),
-                             LANDMARKS: (face.landmarks - corner).reshape(10).tolist(),
-                             BBOX: (face.box.reshape(2, 2) - corner).reshape(4).tolist(),
-                             DETECTOR_SCORE: float(face.score)})
+    found = detect_decoded(detector, [image for _, image in photos])
+    for (rec, image), faces in zip(photos, found, strict=True):
+        image_id = rec["image_id"]
+        if not faces:
+            rejects.append([image_id, NO_FACE])
+        for face in faces:
+            crop, corner = margin_crop(image, face.box, cfg.margin)
+            ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, CROP_QUALITY])
+            if not ok:
+                rejects.append([f"{image_id}#{face.index}", "face crop could not be encoded"])
+                continue
+            rows.append({IMAGE_ID: f"{image_id}#{face.index}", SUBJECT_ID: _subject(cfg, rec),
+                         IMAGE: encoded.tobytes(),
+                         LANDMARKS: (face.landmarks - corner).reshape(10).tolist(),
+                         BBOX: (face.box.reshape(2, 2) - corner).reshape(4).tolist(),
+                         DETECTOR_SCORE: float(face.score)})
     return rows, rejects

@@ -28,7 +28,7 @@ from aikd.config import EvaluateConfig, ScoreConfig
 from aikd.data.pipeline import decode_image
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
 from aikd.data.split import stable_hash
-from aikd.detect import Detector, create_detector
+from aikd.detect import Detector, create_detector, detect_decoded
 from aikd.errors import AikdError
 from aikd.models.weights import export_onnx, load_model, preprocess_of
 from aikd.registry import ONNX_FILE
@@ -52,24 +52,18 @@ from aikd.teachers import TeacherBatch, create_teacher
 __all__ = ["AlignAndScore", "Aligner", "Scorer", "backend_for", "crop_column"]
 
 
-DETECT_BATCH = 16  # photos per detector call: its canvas holds them all at once
-
-
 def detected_landmarks(detector: Detector, images: list, landmarks: np.ndarray,
                        reasons: list[str]) -> tuple[np.ndarray, list[str]]:
     """Each usable face's landmarks as ``detector`` finds them in its image ((N, 10), NaN where not found), and
     the reasons, with the faces it did not find added."""
     found, reasons = np.full((len(images), 10), np.nan), list(reasons)
     todo = [i for i, why in enumerate(reasons) if not why]
-    for start in range(0, len(todo), DETECT_BATCH):
-        part = todo[start:start + DETECT_BATCH]
-        photos = [np.ascontiguousarray(images[i][:, :, ::-1]) for i in part]  # decoded BGR; detectors take RGB
-        for i, faces in zip(part, detector.detect(photos), strict=True):
-            match = matching_face(faces, landmarks[i])
-            if isinstance(match, str):
-                reasons[i] = match
-            else:
-                found[i] = match
+    for i, faces in zip(todo, detect_decoded(detector, [images[i] for i in todo]), strict=True):
+        match = matching_face(faces, landmarks[i])
+        if isinstance(match, str):
+            reasons[i] = match
+        else:
+            found[i] = match
     return found, reasons
 
 
@@ -88,11 +82,7 @@ def found_faces(faces: dict, detector: Detector) -> tuple[dict, list]:
     ``source`` is each row's photo (its position in ``faces``)."""
     decoded = decode_faces(faces)
     usable = [i for i, (image, _) in enumerate(decoded) if image is not None]
-    found: dict[int, list] = {}
-    for start in range(0, len(usable), DETECT_BATCH):
-        part = usable[start:start + DETECT_BATCH]
-        photos = [np.ascontiguousarray(decoded[i][0][:, :, ::-1]) for i in part]  # decoded BGR; detectors take RGB
-        found.update(zip(part, detector.detect(photos), strict=True))
+    found = dict(zip(usable, detect_decoded(detector, [decoded[i][0] for i in usable]), strict=True))
     rows: list[tuple] = []  # (photo, id, landmarks, box, score, reason)
     for i, (image, why) in enumerate(decoded):
         ident = str(faces[IMAGE_ID][i])
