@@ -7,13 +7,16 @@ SIGKILLed at a seeded step between 8 and 20.
 Why the student is compared by its validation figures, not weight by weight: Ray Data's
 streaming split hands blocks to whichever worker asks first, so the rows of a step
 depend on timing, and a resumed run replays the steps after its checkpoint with other
-rows. Uninterrupted runs with the same seed already differ: measured on this machine,
-three of them ended (step 30) at validation quality losses of 0.225, 0.267 and 0.304
-and misaligned Spearman 0.74 to 0.83 (two warm runs back to back were identical, the
-first run of a session was not). A recovered run has ended as far as 1.50x the
-reference's loss (0.461 against 0.307, Spearman within 0.15), so the loss may be up to
-1.7x or down to 0.3x the reference's; the validation set and its per-image noise are
-fixed, so the figures are comparable.
+rows. Why by the mean of the last three validations, not the last one: one validation's
+figure swings from step to step. Measured on this machine (steps 26, 29, 30 of the
+30-step run): three uninterrupted runs ended at misaligned Spearman 0.83, 0.73 and 0.74
+and quality loss 0.42, 0.39 and 0.32, while within one run the Spearman went 0.74 ->
+0.81 -> 0.83; two runs resumed at steps 12 and 18 dipped to 0.59 on the way and ended at
+0.74 and 0.73 with losses 0.29 and 0.55. Over the last three validations the means were
+0.74-0.79 uninterrupted and 0.68-0.74 resumed (at most 0.12 apart), losses 0.32-0.38
+against 0.36-0.50 (at most 1.53x). The bounds: Spearman means within 0.15, loss means
+within 0.7x of the reference's. The validation set and its per-image noise are fixed, so
+the figures are comparable.
 """
 
 import json
@@ -47,14 +50,18 @@ def test_steps_continue_from_the_checkpoint_and_no_validation_repeats(worker_los
     assert steps == [h["step"] for h in reference["history"]]  # the same schedule as the uninterrupted run
 
 
+def _last_three(history: list[dict], metric: str) -> float:
+    return sum(h[metric] for h in history[-3:]) / 3
+
+
 def test_the_student_matches_the_uninterrupted_run_within_tolerance(worker_loss_run):
-    final = _summary(worker_loss_run)["history"][-1]
-    untrained, reference = worker_loss_run["reference"]["history"][0], worker_loss_run["reference"]["history"][-1]
-    assert final["step"] == reference["step"]
-    assert abs(final["val_spearman_misaligned"] - reference["val_spearman_misaligned"]) < 0.15
-    assert abs(final["val_quality_loss"] - reference["val_quality_loss"]) < 0.7 * reference["val_quality_loss"]
+    history, reference = _summary(worker_loss_run)["history"], worker_loss_run["reference"]["history"]
+    assert [h["step"] for h in history[-3:]] == [h["step"] for h in reference[-3:]]
+    spearman, loss = "val_spearman_misaligned", "val_quality_loss"
+    assert abs(_last_three(history, spearman) - _last_three(reference, spearman)) < 0.15
+    assert abs(_last_three(history, loss) - _last_three(reference, loss)) < 0.7 * _last_three(reference, loss)
     # and it learnt: far from the untrained head the reference started from
-    assert final["val_spearman_misaligned"] > untrained["val_spearman_misaligned"] + 0.3
+    assert _last_three(history, spearman) > reference[0][spearman] + 0.3
 
 
 def test_the_run_read_checkpointed_and_registered_through_injected_faults(worker_loss_run, faulty_tracking):
