@@ -6,9 +6,10 @@ from pydantic import ValidationError
 
 from aikd.align import align
 from aikd.config import DataConfig
-from aikd.data.pipeline import face_pipeline
+from aikd.data.pipeline import face_pipeline, logged_rejects, reject_log, split_batches
 from aikd.data.schema import ShardSchemaError
 from aikd.data.shards import read_shards
+from aikd.data.split import held_out
 from aikd.data.synth import SynthConfig, write_synthetic
 from aikd.errors import ConfigError
 
@@ -112,6 +113,28 @@ def test_bad_rows_are_rejected_with_a_reason_and_the_stream_goes_on(ray_local, t
     assert len(rows["image_id"]) == 27
     assert dict(pipeline.rejects()) == {ids[3]: "undecodable image", ids[5]: "non-finite landmarks",
                                         ids[7]: "coincident landmarks"}
+
+
+def test_validation_rows_read_in_one_process_are_the_streams_and_stop_at_the_limit(ray_local, tmp_path,
+                                                                                   synth_shards):
+    cfg = DataConfig(shards=[str(tmp_path)], image_size=32, val_fraction=0.5, misaligned_view=True,
+                     val_misaligned=True)
+    table = read_shards(synth_shards)
+    bad = int(np.flatnonzero(held_out({"image_id": table["image_id"].to_pylist()}, cfg))[0])  # a validation row
+    images = table.column("image").to_pylist()
+    images[bad] = b"\xff\xd8garbage"
+    pq.write_table(table.set_column(table.schema.get_field_index("image"), "image", pa.array(images, pa.binary())),
+                   tmp_path / "part-00000.parquet", row_group_size=40)
+    stream = face_pipeline(cfg, "val")
+    want, log = _collect(stream), reject_log()
+    batches = list(split_batches(cfg, "val", stream.units, log))
+    got = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    order = np.argsort(got["image_id"])
+    for key in ("image_id", "aligned", "misaligned"):
+        np.testing.assert_array_equal(got[key][order], want[key])
+    assert logged_rejects(log) == stream.rejects() == [(table["image_id"][bad].as_py(), "undecodable image")]
+    limited = list(split_batches(cfg, "val", stream.units, limit=10))  # whole batches, until 10 rows or more
+    assert sum(len(b["image_id"]) for b in limited[:-1]) < 10 <= sum(len(b["image_id"]) for b in limited)
 
 
 def test_a_missing_label_column_names_the_file(ray_local, synth_shards):

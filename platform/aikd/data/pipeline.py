@@ -207,7 +207,7 @@ class FacePipeline:
 
     def rejects(self) -> list[tuple[str, str]]:
         """Rows rejected so far (complete once the dataset has been consumed)."""
-        return ray.get(self.reject_log.get.remote())
+        return logged_rejects(self.reject_log)
 
 
 def plan_units(cfg: DataConfig) -> list[WorkUnit]:
@@ -258,6 +258,32 @@ def face_pipeline(cfg: DataConfig, split: Split = "train", epochs: int | range =
     items = [{"epoch": epoch, "uri": u.uri, "row_group": u.row_group} for epoch, u in ordered]
     if not items:
         raise AikdError(f"nothing to read: {len(units)} row groups, epochs {epoch_range}")
-    log = _on_this_node(RejectLog).remote()
+    log = reject_log()
     ds = map_actors(items, PairMaker, {"cfg": cfg, "split": split, "reject_log": log}, cfg.resources)
     return FacePipeline(ds, log, units, skipped)
+
+
+def reject_log() -> ray.actor.ActorHandle:
+    """A new log of rejected rows, on this (the driver's) node."""
+    return _on_this_node(RejectLog).remote()
+
+
+def logged_rejects(log: ray.actor.ActorHandle) -> list[tuple[str, str]]:
+    """The (image_id, reason) rows a :func:`reject_log` holds, sorted by id."""
+    return ray.get(log.get.remote())
+
+
+def split_batches(cfg: DataConfig, split: Split, units: list[WorkUnit], log=None, limit: int | None = None):
+    """``split``'s rows made in this process (epoch 0), unit by unit in plan order, until ``limit`` rows.
+
+    For the small validation set a training worker keeps in memory: a Ray Data stream of its own
+    would start an actor pool (seconds on every run) to read what one process reads in well under
+    a second. The rows, views and rejects are the stream's (:func:`make_pairs` and the same log).
+    """
+    maker, rows = PairMaker(cfg, split, log), 0
+    for unit in units:
+        for out in maker({"epoch": [0], "uri": [unit.uri], "row_group": [unit.row_group]}):
+            yield out
+            rows += len(out[IMAGE_ID])
+            if limit is not None and rows >= limit:
+                return

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import ray.train
 
 from aikd.config import DistillConfig
-from aikd.data.pipeline import WorkUnit, face_pipeline, plan_units
+from aikd.data.pipeline import WorkUnit, face_pipeline, logged_rejects, plan_units, reject_log
 from aikd.data.shards import shard_files
 from aikd.data.split import held_out
 from aikd.distill.loop import Plan
@@ -165,23 +165,25 @@ def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None, shared:
     # A restarted run skips whole work units already consumed; the workers skip the rest.
     consumed = previous["consumed"] if previous else 0
     train = face_pipeline(data, "train", epochs=cfg.epochs, units=units, skip_rows=consumed)
-    val = face_pipeline(data.model_copy(update={"val_misaligned": True}), "val", epochs=1, units=units)
+    # validation rows are read by the rank that validates (split_batches), their rejects logged here
+    val = {"data": data.model_copy(update={"val_misaligned": True}).model_dump(),
+           "units": [asdict(u) for u in units], "log": reject_log()}
 
     # a sweep's trial (it has callbacks) shows one line when it ends, not a bar
     with contextlib.nullcontext() if callbacks else watch("distill", "steps", plan.total_steps) as board:
         result = fit(
             train_loop, {"cfg": cfg.model_dump(), "plan": asdict(plan), "config_hash": digest, "run": run.uri,
                          "offset_samples": train.skipped_rows, "tracking": tracker.ref if tracker else None,
-                         "board": board},
-            cfg.resources, run, datasets={"train": train.dataset, "val": val.dataset},
+                         "board": board, "val": val},
+            cfg.resources, run, datasets={"train": train.dataset},
             dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options={
-                "train": _bounded_stream(cfg.data_buffer_mb), "val": _bounded_stream(cfg.data_buffer_mb)}),
+                "train": _bounded_stream(cfg.data_buffer_mb)}),
             max_failures=cfg.max_failures, keep_checkpoints=cfg.keep_checkpoints, callbacks=callbacks)
 
     final = read_json(result.checkpoint, SIDECAR)
     best = run.join(BEST)
     # the validation rows counted are those read (at most val_limit are)
-    train_rejects, val_rejects = train.rejects(), val.rejects()  # validation: of the rows read (val_limit)
+    train_rejects, val_rejects = train.rejects(), logged_rejects(val["log"])  # validation: of the rows read
     counts = {"rejected_train_rows": len(train_rejects), "rejected_val_rows": len(val_rejects)}
     return {
         "run": run.uri,

@@ -21,8 +21,9 @@ import torch
 import torch.nn as nn
 from ray.train import Checkpoint
 
-from aikd.config import DistillConfig, ValidationConfig
+from aikd.config import DataConfig, DistillConfig, ValidationConfig
 from aikd.console import say
+from aikd.data.pipeline import WorkUnit, split_batches
 from aikd.distill.loop import EMA, Distiller, Plan, TrainState, rows_to_skip
 from aikd.distill.params import param_groups
 from aikd.distill.strategy import Strategy, create_strategy
@@ -125,17 +126,13 @@ def setup_data(cfg: DistillConfig, state: TrainState, offset_samples: int, world
         yield batch
 
 
-def validation_cache(cfg: DistillConfig):
+def validation_cache(cfg: DistillConfig, data: DataConfig, units: list[WorkUnit], log):
+    """The validation rows (at most ``val_limit``), read on first use by the rank that validates."""
     cache: list[dict] = []
 
     def batches() -> list[dict]:
         if not cache:
-            rows = 0
-            for batch in ray.train.get_dataset_shard("val").iter_batches(batch_size=256, batch_format="numpy"):
-                cache.append(batch)
-                rows += len(batch["image_id"])
-                if rows >= cfg.val_limit:
-                    break
+            cache.extend(split_batches(data, "val", units, log, limit=cfg.val_limit))
         return cache
 
     return batches
@@ -185,7 +182,10 @@ def train_loop(config: dict) -> None:
     batches = setup_data(cfg, state, config["offset_samples"], strategy.world_size)
     tracker = Tracker.attach(config["tracking"]) if strategy.is_rank0 else None
     poster = Poster(config.get("board"))
-    distiller = Distiller(cfg, strategy, target, plan, validation_cache(cfg),
+    val = config["val"]
+    distiller = Distiller(cfg, strategy, target, plan,
+                          validation_cache(cfg, DataConfig.model_validate(val["data"]),
+                                           [WorkUnit(**u) for u in val["units"]], val["log"]),
                           report_and_checkpoint(cfg, strategy, config["config_hash"], plan, config["run"], tracker,
                                                 poster),
                           log=lambda line: say(f"distill: {line}"), fr=frozen, on_step=poster)
