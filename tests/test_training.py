@@ -68,3 +68,25 @@ def test_a_user_error_in_a_worker_ends_the_job_as_one_line(ray_local, tmp_path):
 def test_a_bug_in_a_worker_is_not_disguised_as_a_user_error(ray_local, tmp_path):
     with pytest.raises(TrainingFailedError, match="ZeroDivisionError"):
         fit(failing_loop, {"kind": "bug"}, ONE, resolve(str(tmp_path / "bug")))
+
+
+@pytest.mark.parametrize("user_value", [None, "3"])
+def test_the_controller_looks_at_its_workers_every_half_second_unless_the_user_set_it(user_value, monkeypatch,
+                                                                                         tmp_path):
+    import aikd.training as training
+
+    seen = {}
+
+    class Trainer:  # what the controller will read: the environment when the trainer is made
+        def __init__(self, *args, **kwargs):
+            seen["interval"] = os.environ.get(training.HEALTH_CHECK_INTERVAL)
+
+        def fit(self):
+            return "result"
+
+    monkeypatch.delenv(training.HEALTH_CHECK_INTERVAL, raising=False)
+    if user_value is not None:
+        monkeypatch.setenv(training.HEALTH_CHECK_INTERVAL, user_value)
+    monkeypatch.setattr(training, "TorchTrainer", Trainer)
+    assert fit(counting_loop, {"reports": 1}, ONE, resolve(str(tmp_path / "run"))) == "result"
+    assert seen["interval"] == (user_value or "0.5")
