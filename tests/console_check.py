@@ -5,7 +5,10 @@ NOISE = ["PlacementGroupCleaner", "State API may be temporarily unavailable", "E
          "Progress bars disabled", "Starting execution of Dataset", "Trial status", "Checkpoint successfully created",
          "Reporting training result", "(RayTrainWorker pid=", "(MapWorker(", "Token authentication is enabled",
          "Creating initial MLflow database tables", "worker processes have been started",
-         "has constructor arguments in the object store"]
+         "has constructor arguments in the object store",
+         # Tune's experiment table and result paths, Optuna's study note: a sweep prints a line per trial instead
+         "Configuration for experiment", "View detailed results here", "To visualize your results with TensorBoard",
+         "A new study created"]
 
 
 def noise(text: str) -> list[str]:

@@ -74,6 +74,9 @@ def quiet_libraries() -> None:
     if verbose():
         return
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow sets its level from this when imported
+    # Tune's newer console printer writes its experiment table and result paths even when told to be silent
+    # (verbose=0); its older one honours the setting, and a sweep prints its own line per trial
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     for name, level in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(level)
 

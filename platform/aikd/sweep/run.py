@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 
 from aikd.config import Dimension, DistillConfig, SweepConfig
+from aikd.console import verbose
 from aikd.data.schema import SUBJECT_ID
 from aikd.data.split import held_out
 from aikd.distill.run import SharedWork, register_student
@@ -141,9 +142,13 @@ def _check_same_spec(cfg: SweepConfig, home: Location, base: dict) -> None:
 
 
 def _tuner(cfg: SweepConfig, space: dict, trainable, home: Location, concurrency: int):
+    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
+
+    if not verbose():  # optuna sets its own logger to INFO on first use: "A new study created in memory ..."
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     tune_path = home.join(TUNE_DIR)
     if tune.Tuner.can_restore(tune_path.path, storage_filesystem=tune_path.fs):
