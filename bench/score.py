@@ -86,15 +86,26 @@ MODEL_NAME = "student"
 
 
 # ---------------------------------------------------------------- (a) compute bound
-def ready_crops(cfg: ScoreConfig, size: int) -> np.ndarray:
-    """``batch_size`` aligned crops of the gallery as the scorer gets them (uint8 NHWC RGB)."""
-    from aikd.score.actors import Aligner, crop_column
+def gallery_units(cfg: ScoreConfig) -> list[dict]:
+    """The gallery's work units in plan order, as the decode actor gets them."""
     from aikd.score.inputs import plan
 
     files, _, _ = plan(cfg)
+    return [u for f in files for u in f.units]
+
+
+def align_unit(aligner, unit: dict) -> dict:
+    """One work unit through the decode actor's code in this process (a one-row batch, as map_batches gives it)."""
+    return aligner({k: np.array([v], dtype=object) for k, v in unit.items()})
+
+
+def ready_crops(cfg: ScoreConfig, size: int) -> np.ndarray:
+    """``batch_size`` aligned crops of the gallery as the scorer gets them (uint8 NHWC RGB)."""
+    from aikd.score.actors import Aligner, crop_column
+
     aligner, crops = Aligner(cfg, [size]), []
-    for unit in (u for f in files for u in f.units):
-        out = aligner({k: np.array([v], dtype=object) for k, v in unit.items()})
+    for unit in gallery_units(cfg):
+        out = align_unit(aligner, unit)
         crops.append(out[crop_column(size)][out["reason"] == ""])
         if sum(len(c) for c in crops) >= cfg.batch_size:
             break
@@ -108,14 +119,12 @@ def decode_align_cost(cfg: ScoreConfig, size: int, faces: int) -> dict:
     Units are taken in plan order until ``faces`` faces went through; ``time.process_time`` counts every thread
     of this process, so a library that spread the work would show here too."""
     from aikd.score.actors import Aligner
-    from aikd.score.inputs import plan
 
-    files, _, _ = plan(cfg)
-    aligner = Aligner(cfg, [size])
-    aligner({k: np.array([v], dtype=object) for k, v in files[0].units[0].items()})  # warm-up: imports, first read
+    units, aligner = gallery_units(cfg), Aligner(cfg, [size])
+    align_unit(aligner, units[0])  # warm-up: imports, first read
     done, cpu, wall = 0, time.process_time(), time.perf_counter()
-    for unit in (u for f in files for u in f.units):
-        done += len(aligner({k: np.array([v], dtype=object) for k, v in unit.items()})["reason"])
+    for unit in units:
+        done += len(align_unit(aligner, unit)["reason"])
         if done >= faces:
             break
     return {"faces": done, "cpu_s_per_face": (time.process_time() - cpu) / done,

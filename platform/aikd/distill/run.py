@@ -183,7 +183,7 @@ def _distill(cfg: DistillConfig, run: Location, tracker: Tracker | None, shared:
     final = read_json(result.checkpoint, SIDECAR)
     best = run.join(BEST)
     # the validation rows counted are those read (at most val_limit are)
-    train_rejects, val_rejects = train.rejects(), logged_rejects(val["log"])  # validation: of the rows read
+    train_rejects, val_rejects = train.rejects(), logged_rejects(val["log"])
     counts = {"rejected_train_rows": len(train_rejects), "rejected_val_rows": len(val_rejects)}
     return {
         "run": run.uri,
