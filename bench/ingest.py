@@ -38,7 +38,8 @@ import ray
 from aikd.config import IngestConfig, Resources
 from aikd.data.synth import SynthConfig, generate_rows
 from aikd.ingest.faces import ingest_partition
-from aikd.ingest.run import plan, run_ingest
+from aikd.ingest.plan import planned
+from aikd.ingest.run import run_ingest
 from aikd.storage import resolve
 from score import PeakRSS  # beside this file
 
@@ -87,9 +88,9 @@ def timed_job(cfg: IngestConfig) -> dict:
 
 def single_process(cfg: IngestConfig) -> dict:
     start = time.perf_counter()
-    parts, _ = plan(cfg)
-    faces = sum(ingest_partition(cfg, resolve(cfg.out), p["name"], json.loads(p["records"]), p["inputs"],
-                                 None)["faces"] for p in parts)
+    with planned(cfg) as plan:
+        faces = sum(ingest_partition(cfg, resolve(cfg.out), p.name, p.records, p.inputs, None)["faces"]
+                    for p in plan.partitions())
     seconds = time.perf_counter() - start
     return {"faces": faces, "seconds": round(seconds, 2), "faces_per_s": round(faces / seconds, 1)}
 

@@ -10,6 +10,7 @@ that strategy gives up on (:data:`S3_WHOLE_OBJECTS`).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import posixpath
@@ -101,6 +102,11 @@ class Location:
 
     def read_text(self) -> str:
         return self.read_bytes().decode("utf-8")
+
+    def open_text(self) -> io.TextIOWrapper:
+        """The file as UTF-8 text read as it goes, for files too big to hold. Not tried again on S3's transient
+        errors (a stream cannot restart where it broke); pyarrow's S3 client retries each request itself."""
+        return io.TextIOWrapper(self.fs.open_input_stream(self.path), encoding="utf-8", newline="")
 
     def write_text(self, text: str) -> None:
         self.write_bytes(text.encode("utf-8"))

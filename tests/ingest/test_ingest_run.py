@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import shutil
 
 import cv2
@@ -16,6 +15,7 @@ from aikd.data.decode import decode_image
 from aikd.data.shards import read_rejects, read_shards
 from aikd.detect import create_detector
 from aikd.ingest.faces import margin_crop
+from aikd.ingest.plan import planned
 from aikd.ingest.run import run_ingest
 
 ONE_ACTOR = Resources(workers=1, cpus_per_worker=0.5)
@@ -109,7 +109,6 @@ def test_landmarks_are_on_the_upright_photo_as_every_stage_decodes_it(photos, ra
 
 def test_a_symbolic_link_out_of_the_images_root_is_a_reject_never_read(photos, tmp_path):
     from aikd.data.ingest import OUTSIDE_ROOT
-    from aikd.ingest.run import plan
 
     root = tmp_path / "photos"
     shutil.copytree(photos["root"], root)
@@ -119,16 +118,15 @@ def test_a_symbolic_link_out_of_the_images_root_is_a_reject_never_read(photos, t
     (root / "linked" / "secret.jpg").symlink_to(tmp_path / "private" / "secret.jpg")  # a file link
     (root / "dir").symlink_to(tmp_path / "private", target_is_directory=True)  # a folder link
     (root / "linked" / "inside.jpg").symlink_to(root / photos["real"])  # a link that stays inside: an image
-    parts, planned = plan(IngestConfig(images=str(root), out=str(tmp_path / "out")))
-    planned = dict(planned)
-    assert planned.get("linked/secret.jpg") == OUTSIDE_ROOT and "dir/secret.jpg" not in {
-        r["image_id"] for p in parts for r in json.loads(p["records"])}
-    assert "linked/inside.jpg" in {r["image_id"] for p in parts for r in json.loads(p["records"])}
+    with planned(IngestConfig(images=str(root), out=str(tmp_path / "out"))) as plan:
+        read = {r["image_id"] for part in plan.partitions() for r in part.records}
+        refused = dict(plan.rejects)
+    assert refused["linked/secret.jpg"] == refused["dir/secret.jpg"] == OUTSIDE_ROOT
+    assert not {"linked/secret.jpg", "dir/secret.jpg"} & read and "linked/inside.jpg" in read
 
 
 def test_subjects_come_from_the_tables_column_when_the_spec_says_so(photos, tmp_path):
     from aikd.ingest.faces import ingest_partition
-    from aikd.ingest.run import plan
     from aikd.storage import resolve
 
     names = photos["portraits"][:3]
@@ -138,7 +136,8 @@ def test_subjects_come_from_the_tables_column_when_the_spec_says_so(photos, tmp_
     (tmp_path / "lm.csv").write_text("\n".join(rows) + "\n")
     cfg = IngestConfig(images=photos["root"], landmarks=str(tmp_path / "lm.csv"), subject="table",
                        out=str(tmp_path / "out"))
-    [part], _ = plan(cfg)  # the table's 3 images and the photos without a row (rejected: missing landmarks)
-    ingest_partition(cfg, resolve(cfg.out), part["name"], json.loads(part["records"]), part["inputs"], None)
+    with planned(cfg) as plan:  # the table's 3 images; the photos without a row are rejected (missing landmarks)
+        [part] = plan.partitions()
+    ingest_partition(cfg, resolve(cfg.out), part.name, part.records, part.inputs, None)
     assert {r["image_id"]: r["subject_id"] for r in read_shards(cfg.out).to_pylist()} == {
         p: f"person{k}" for k, p in enumerate(names)}

@@ -356,7 +356,8 @@ def test_folder_ingest_rejects_each_bad_kind_with_its_reason_and_reads_nothing_o
                                                                                                  monkeypatch,
                                                                                                  ray_local):
     from aikd.ingest.faces import ingest_partition
-    from aikd.ingest.run import plan, run_ingest
+    from aikd.ingest.plan import planned
+    from aikd.ingest.run import run_ingest
 
     folder = _folder_zoo(tmp_path)
     out = str(tmp_path / "shards")
@@ -367,8 +368,9 @@ def test_folder_ingest_rejects_each_bad_kind_with_its_reason_and_reads_nothing_o
     real = Location.read_bytes
     monkeypatch.setattr(Location, "read_bytes", lambda self: read.append(self.path) or real(self))
     watched = cfg.model_copy(update={"out": str(tmp_path / "watched")})
-    for part in plan(watched)[0]:
-        ingest_partition(watched, resolve(watched.out), part["name"], json.loads(part["records"]), part["inputs"], None)
+    with planned(watched) as plan:
+        for part in plan.partitions():
+            ingest_partition(watched, resolve(watched.out), part.name, part.records, part.inputs, None)
     read_by_ingest = list(read)  # not what the checks below read
 
     rejects = read_rejects(out).to_pylist()

@@ -16,11 +16,12 @@ table with a reason. One bad file never stops the job.
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import json
 import math
 import os
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,7 @@ from aikd.storage import Location
 
 DUPLICATE = "duplicate image_id"
 OUTSIDE_ROOT = "image path outside the images root"
+NOT_FOUND = "image file not found"
 
 
 class IngestError(AikdError):
@@ -72,56 +74,67 @@ class _Pairs(list):
     """A JSON object as its (key, value) pairs in file order: repeated keys are kept, not overwritten."""
 
 
-def read_landmarks(location: Location) -> list[Record]:
+def iter_landmarks(location: Location) -> Iterator[Record]:
     """Every entry of a landmarks file, in file order, a repeated path included.
 
     CSV: path, 10 landmark numbers, optional 4 box numbers; header optional. A header may
     name a ``subject`` column (anywhere): each row's subject. JSON: ``{path: [10 numbers]}``
-    or ``{path: {"landmarks": [...], "bbox": [...], "subject": "..."}}``.
+    or ``{path: {"landmarks": [...], "bbox": [...], "subject": "..."}}``. A CSV file is read
+    as it goes, a row at a time; a JSON file is parsed whole (its format has no row
+    boundaries to read by).
     """
     if not location.exists():
         raise IngestError(f"landmarks file not found: {location.uri}")
-    text = location.read_text()
-    records: list[Record] = []
     if location.path.lower().endswith(".json"):
-        try:
-            data = json.loads(text, object_pairs_hook=_Pairs)
-        except json.JSONDecodeError as err:
-            raise IngestError(f"{location.uri}: not valid JSON ({err})") from None
-        if not isinstance(data, _Pairs):
-            raise IngestError(f"{location.uri}: expected an object of path -> landmarks, got {type(data).__name__}")
-        for key, value in data:
-            src = f"{location.uri} [{key}]"
-            if isinstance(value, _Pairs):
-                value = dict(value)
-                subject = value.get("subject")
-                records.append(Record(key, _numbers(value.get("landmarks"), src), _numbers(value.get("bbox"), src),
-                                      subject=None if subject is None else str(subject)))
-            else:
-                records.append(Record(key, _numbers(value, src)))
-        return records
-    rows = list(csv.reader(io.StringIO(text)))
-    column = None  # the subject column, when a header names one
-    if rows and rows[0] and not _is_number(rows[0][1] if len(rows[0]) > 1 else ""):
-        names = [name.strip().lower() for name in rows[0]]
-        column = names.index("subject") if "subject" in names else None
-        rows = rows[1:]  # header
-    for line, row in enumerate(rows, start=1):
-        if not row:
-            continue
-        subject = None
-        if column is not None and column < len(row):
-            subject = row.pop(column).strip() or None
-        if len(row) not in (11, 15):
-            raise IngestError(
-                f"{location.uri} row {line}: expected path + 10 landmark numbers (+ 4 box numbers), "
-                f"got {len(row)} fields"
-            )
-        src = f"{location.uri} row {line}"
-        has_box = len(row) == 15 and any(cell.strip() for cell in row[11:15])
-        bbox = _numbers(row[11:15], src) if has_box else None
-        records.append(Record(row[0], _numbers(row[1:11], src), bbox, subject=subject))
+        yield from _json_landmarks(location)
+        return
+    with location.open_text() as text:
+        rows = csv.reader(text)
+        first = next(rows, None)
+        column = None  # the subject column, when a header names one
+        if first and not _is_number(first[1] if len(first) > 1 else ""):
+            names = [name.strip().lower() for name in first]
+            column = names.index("subject") if "subject" in names else None
+            first = None  # header
+        for line, row in enumerate(itertools.chain([first] if first is not None else [], rows), start=1):
+            if row:
+                yield _csv_record(row, column, f"{location.uri} row {line}")
+
+
+def _csv_record(row: list[str], column: int | None, src: str) -> Record:
+    subject = None
+    if column is not None and column < len(row):
+        subject = row.pop(column).strip() or None
+    if len(row) not in (11, 15):
+        raise IngestError(f"{src}: expected path + 10 landmark numbers (+ 4 box numbers), got {len(row)} fields")
+    has_box = len(row) == 15 and any(cell.strip() for cell in row[11:15])
+    bbox = _numbers(row[11:15], src) if has_box else None
+    return Record(row[0], _numbers(row[1:11], src), bbox, subject=subject)
+
+
+def _json_landmarks(location: Location) -> list[Record]:
+    try:
+        data = json.loads(location.read_text(), object_pairs_hook=_Pairs)
+    except json.JSONDecodeError as err:
+        raise IngestError(f"{location.uri}: not valid JSON ({err})") from None
+    if not isinstance(data, _Pairs):
+        raise IngestError(f"{location.uri}: expected an object of path -> landmarks, got {type(data).__name__}")
+    records = []
+    for key, value in data:
+        src = f"{location.uri} [{key}]"
+        if isinstance(value, _Pairs):
+            value = dict(value)
+            subject = value.get("subject")
+            records.append(Record(key, _numbers(value.get("landmarks"), src), _numbers(value.get("bbox"), src),
+                                  subject=None if subject is None else str(subject)))
+        else:
+            records.append(Record(key, _numbers(value, src)))
     return records
+
+
+def read_landmarks(location: Location) -> list[Record]:
+    """:func:`iter_landmarks` as a list."""
+    return list(iter_landmarks(location))
 
 
 def read_landmarks_file(location: Location) -> dict[str, Record]:
@@ -138,23 +151,6 @@ def _is_number(text: str) -> bool:
         return True
     except ValueError:
         return text.strip() == ""
-
-
-def folder_records(paths: list[str], entries: list[Record]) -> list[Record]:
-    """Every image path (relative to the images root) with its first landmarks entry (None where it has none),
-    then the entries that name no image file and the repeated entries: rows too, rejected by the job."""
-    found = set(paths)
-    first: dict[str, Record] = {}
-    repeats = []
-    for rec in entries:
-        if rec.image_id in first:
-            repeats.append(rec)
-        else:
-            first[rec.image_id] = rec
-    records = [first.get(rel, Record(rel, None)) for rel in sorted(found)]
-    # Landmark entries without an image are rows too: they are rejected, not lost.
-    records += [rec for key, rec in sorted(first.items()) if key not in found]
-    return records + repeats
 
 
 def aikd_records(landmarks_pickle: Location, quality_pickle: Location | None, label: str) -> list[Record]:
@@ -203,13 +199,46 @@ def outside_root(image_id: str) -> bool:
     return image_id.startswith(("/", "\\")) or ".." in image_id.replace("\\", "/").split("/")
 
 
+def walk_images(root: Location, suffixes=IMAGE_SUFFIXES,
+                missing_ok: bool = False) -> Iterator[tuple[str, int, int, bool]]:
+    """Every image file under ``root``, recursively, in path order, listed one folder at a time (the most it
+    holds is one folder's listing): its path relative to the root, size, modification time, and whether a
+    symbolic link leads it out of a local root. Hidden and side files (``.*``, ``_*``) are left out; a local
+    folder reached again through a link is walked once. ``missing_ok``: a root that is not there holds none."""
+    local = isinstance(root.fs, pafs.LocalFileSystem)
+    real_root = os.path.realpath(root.path) if local else ""
+    walked: set[str] = set()
+
+    def walk(path: str, allow_not_found: bool) -> Iterator[tuple[str, int, int, bool]]:
+        inside = True
+        if local:
+            real = os.path.realpath(path)
+            if real in walked:
+                return
+            walked.add(real)
+            inside = _under(real_root, real)
+        entries = root.info(pafs.FileSelector(path, allow_not_found=allow_not_found))
+        # a folder's name sorts as "name/": then the walk's order is the order of the whole paths
+        for f in sorted(entries, key=lambda f: f.base_name + ("/" if f.type == pafs.FileType.Directory else "")):
+            if f.type == pafs.FileType.Directory:
+                yield from walk(f.path, False)
+            elif (f.type == pafs.FileType.File and f.path.lower().endswith(tuple(suffixes))
+                  and not f.base_name.startswith((".", "_"))):
+                # a file leads out of the root when its folder does, or when it is a link that does
+                outside = local and not (inside and (not os.path.islink(f.path)
+                                                     or _under(real_root, os.path.realpath(f.path))))
+                yield posixpath.relpath(f.path, root.path), f.size, f.mtime_ns, outside
+
+    yield from walk(root.path, missing_ok)
+
+
+def _under(real_root: str, real: str) -> bool:
+    return os.path.commonpath([real_root, real]) == real_root
+
+
 def image_files(root: Location, suffixes=IMAGE_SUFFIXES, missing_ok: bool = False) -> dict[str, tuple[int, int]]:
-    """Every image file under ``root``, recursively (hidden and side files, ``.*`` and ``_*``, left out): its path
-    relative to the root -> (size, modification time). ``missing_ok``: a root that is not there holds none."""
-    found = root.info(pafs.FileSelector(root.path, recursive=True, allow_not_found=missing_ok))
-    return {posixpath.relpath(f.path, root.path): (f.size, f.mtime_ns) for f in found
-            if f.type == pafs.FileType.File and f.path.lower().endswith(tuple(suffixes))
-            and not posixpath.basename(f.path).startswith((".", "_"))}
+    """:func:`walk_images` as path -> (size, modification time)."""
+    return {path: (size, mtime) for path, size, mtime, _ in walk_images(root, suffixes, missing_ok)}
 
 
 def require_images(paths, root: Location, suffixes=IMAGE_SUFFIXES) -> None:
@@ -221,8 +250,12 @@ def require_table_names_images(landmarks: str, named: list[str], paths, root: Lo
     """A table none of whose rows (``named``: their paths, in file order) names one of ``paths`` is a user error:
     its paths are absolute, or relative to another folder."""
     if named and not set(named) & set(paths):
-        raise IngestError(f"none of the {len(named)} rows of {landmarks} names an image under {root.uri}: paths are "
-                          f"relative to images (e.g. {min(paths)!r}); its first row names {named[0]!r}")
+        raise table_names_no_image(landmarks, len(named), named[0], min(paths), root)
+
+
+def table_names_no_image(landmarks: str, rows: int, first_named: str, first_path: str, root: Location) -> IngestError:
+    return IngestError(f"none of the {rows} rows of {landmarks} names an image under {root.uri}: paths are "
+                       f"relative to images (e.g. {first_path!r}); its first row names {first_named!r}")
 
 
 def linked_outside(root: Location, paths) -> set[str]:
@@ -231,20 +264,32 @@ def linked_outside(root: Location, paths) -> set[str]:
     if not isinstance(root.fs, pafs.LocalFileSystem):
         return set()
     real_root = os.path.realpath(root.path)
-    return {p for p in paths
-            if os.path.commonpath([real_root, os.path.realpath(os.path.join(root.path, p))]) != real_root}
+    return {p for p in paths if not _under(real_root, os.path.realpath(os.path.join(root.path, p)))}
 
 
-def check_record(rec: Record) -> str | None:
+def check_records(records: list[Record]) -> list[str | None]:
+    """Each record's problem before its image is read (None: none); the landmarks' geometry of all of them is
+    checked in one numpy pass."""
+    problems = [_entry_problem(rec) for rec in records]
+    whole = [i for i, why in enumerate(problems) if why is None]
+    if whole:
+        geometry = degenerate_reason(np.asarray([records[i].landmarks for i in whole], np.float64))
+        for i, why in zip(whole, geometry, strict=True):
+            problems[i] = why or _box_or_label_problem(records[i])  # non-finite or coincident: no alignment
+    return problems
+
+
+def _entry_problem(rec: Record) -> str | None:
     if outside_root(rec.image_id):
         return OUTSIDE_ROOT  # never read: a landmarks table or pickle must not reach files beside the images
     if rec.landmarks is None:
         return "missing landmarks"
     if len(rec.landmarks) != 10:
         return f"landmarks must be 10 numbers, got {len(rec.landmarks)}"
-    degenerate = degenerate_reason(np.asarray(rec.landmarks, np.float64)[None])[0]
-    if degenerate:
-        return degenerate  # non-finite or coincident: no alignment can be computed
+    return None
+
+
+def _box_or_label_problem(rec: Record) -> str | None:
     if rec.bbox is not None and box_reason(rec.bbox):
         return "invalid bbox (need 4 finite numbers, x1 < x2 and y1 < y2)"
     for name, value in rec.labels.items():
@@ -253,23 +298,13 @@ def check_record(rec: Record) -> str | None:
     return None
 
 
-def check_records(records: list[Record]) -> list[str | None]:
-    """Each record's problem before its image is read; an id seen before is a duplicate (the first one stays)."""
-    seen: set[str] = set()
-    problems: list[str | None] = []
-    for rec in records:
-        problems.append(DUPLICATE if rec.image_id in seen else check_record(rec))
-        seen.add(rec.image_id)
-    return problems
-
-
 # --------------------------------------------------------------------------- reading
 def read_image_file(location: Location) -> bytes | str:
     """The file's bytes, or why they cannot be read."""
     try:
         return location.read_bytes()
     except FileNotFoundError:
-        return "image file not found"
+        return NOT_FOUND
     except (OSError, ValueError) as err:  # ValueError: a name the filesystem cannot hold (e.g. a NUL byte)
         return f"unreadable image file ({err})"
 

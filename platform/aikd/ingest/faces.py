@@ -33,6 +33,7 @@ from aikd.detect import Detector, create_detector, detect_decoded
 from aikd.storage import Location, resolve
 
 PARTS_DIR = "_parts"
+PLAN_DIR = "_plan"
 DETECTOR_SCORE = "detector_score"
 NO_FACE = "no face detected"
 CROP_QUALITY = 95  # JPEG quality of a stored face crop: re-encoding costs little detail at this setting
@@ -48,6 +49,11 @@ def shard_schema(cfg: IngestConfig) -> pa.Schema:
 
 def manifest_of(out: Location, shard: str) -> Location:
     return out.join(PARTS_DIR, shard.removesuffix(".parquet") + ".json")
+
+
+def plan_of(out: Location, shard: str) -> Location:
+    """Where the driver leaves a partition's records for the actor that does it (JSON list of records)."""
+    return out.join(PLAN_DIR, shard.removesuffix(".parquet") + ".json")
 
 
 def margin_crop(image: np.ndarray, box: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
@@ -71,10 +77,20 @@ class IngestActor:
         self.detector = create_detector(cfg.detector.name, **cfg.detector.options) if cfg.detect else None
 
     def __call__(self, batch: dict) -> dict:
-        manifests = [ingest_partition(self.cfg, self.out, str(name), json.loads(str(records)), str(inputs),
-                                      self.detector)
-                     for name, records, inputs in zip(batch["name"], batch["records"], batch["inputs"], strict=True)]
+        manifests = [self.partition(str(name), str(inputs))
+                     for name, inputs in zip(batch["name"], batch["inputs"], strict=True)]
         return {"manifest": np.asarray([json.dumps(m) for m in manifests], dtype=object)}
+
+    def partition(self, name: str, inputs: str) -> dict:
+        """One partition from the records the driver left for it; its plan goes once its manifest entry is
+        written."""
+        entry = manifest_of(self.out, name)
+        if entry.exists() and (manifest := entry.read_json())["inputs"] == inputs:
+            return manifest  # an earlier attempt of this call did it, and its actor was lost before it returned
+        plan = plan_of(self.out, name)
+        manifest = ingest_partition(self.cfg, self.out, name, plan.read_json(), inputs, self.detector)
+        plan.delete()
+        return manifest
 
 
 def ingest_partition(cfg: IngestConfig, out: Location, name: str, records: list[dict], inputs: str,

@@ -3,7 +3,10 @@
 Output under ``out``: face shards ``part-NNNNN.parquet`` (one per partition of
 ``images_per_shard`` images, in sorted path order), ``_parts/part-NNNNN.json`` per
 partition (images in, faces out, rejects with reasons, a digest of its inputs), and at
-the end ``_rejects.parquet`` and ``_summary.json`` (the job shell's).
+the end ``_rejects.parquet`` and ``_summary.json`` (the job shell's). While the job runs,
+``_plan/part-NNNNN.json`` holds the records of each partition still to do (the plan is
+made on the driver's disk, :mod:`aikd.ingest.plan`; the actors read their partitions
+from here, so the driver never holds them all).
 
 Rerun contract: resume per partition. A partition whose manifest entry carries the same
 inputs digest (its images' paths, sizes and modification times, their table rows, and
@@ -18,98 +21,64 @@ from __future__ import annotations
 import json
 import posixpath
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from aikd.actor_pool import map_actors
 from aikd.config.ingest import IngestConfig
-from aikd.data.ingest import (
-    OUTSIDE_ROOT,
-    IngestError,
-    Record,
-    aikd_records,
-    check_records,
-    folder_records,
-    image_files,
-    linked_outside,
-    read_landmarks,
-    require_images,
-    require_table_names_images,
-)
 from aikd.data.schema import label_column
 from aikd.data.shards import write_rejects
-from aikd.ingest.faces import PARTS_DIR, IngestActor, manifest_of
-from aikd.job import Job, Outcome, Shape, count_reasons, digest, run_job
+from aikd.ingest.faces import PARTS_DIR, PLAN_DIR, IngestActor, manifest_of, plan_of
+from aikd.ingest.plan import Partition, Plan, planned
+from aikd.job import Job, Outcome, Shape, count_reasons, run_job
 from aikd.jobs import JobKind
 from aikd.progress import Progress
-from aikd.storage import Location, StorageError, resolve
+from aikd.storage import Location, resolve
+
+IN_FLIGHT = 16  # partitions whose manifest is read and plan written at once (object storage round trips)
 
 
-def list_images(cfg: IngestConfig) -> dict[str, tuple[int, int]]:
-    """Every image file under ``cfg.images``: path -> size, mtime (none when the folder is not there)."""
-    try:
-        return image_files(resolve(cfg.images), cfg.suffixes, missing_ok=True)
-    except StorageError as err:
-        raise IngestError(f"images: {err}") from None
+def sort_out(out: Location, part: Partition) -> dict:
+    """The manifest entry of a partition done before with the same inputs; else its plan is written to ``out``
+    and its work item returned."""
+    entry = manifest_of(out, part.name)
+    manifest = entry.read_json() if entry.exists() else None
+    if manifest is not None and manifest["inputs"] == part.inputs:
+        return {"done": manifest}
+    plan_of(out, part.name).write_text(json.dumps(part.records))
+    return {"todo": {"name": part.name, "inputs": part.inputs, "images": len(part.records)}}
 
 
-def records_of(cfg: IngestConfig, files: dict) -> list[Record]:
-    """What the job knows of each image before reading it: the table's or the pickles' entries, or (detection)
-    only the file's path."""
-    root = resolve(cfg.images)
-    if cfg.reference_pickles:
-        return aikd_records(resolve(cfg.landmarks), resolve(cfg.quality) if cfg.quality else None, cfg.label)
-    if cfg.landmarks is not None:
-        entries = read_landmarks(resolve(cfg.landmarks))  # its own errors first: a table names the images
-        require_images(files, root, cfg.suffixes)
-        require_table_names_images(cfg.landmarks, [e.image_id for e in entries], files, root)
-        return folder_records(sorted(files), entries)
-    require_images(files, root, cfg.suffixes)
-    return [Record(path, None) for path in sorted(files)]
+def split_done(out: Location, plan: Plan) -> tuple[list[dict], list[dict], list[str]]:
+    """(work items of the partitions to do, manifest entries of those done before, every partition's name), the
+    plan read once: a few partitions in flight at a time, in order."""
+    todo, done, names = [], [], []
+    with ThreadPoolExecutor(IN_FLIGHT) as pool:
+        pending: deque = deque()
+        for part in plan.partitions():
+            names.append(part.name)
+            pending.append(pool.submit(sort_out, out, part))
+            while len(pending) > IN_FLIGHT or (pending and pending[0].done()):
+                _collect(pending.popleft().result(), todo, done)
+        for future in pending:
+            _collect(future.result(), todo, done)
+    return todo, done, names
 
 
-def plan(cfg: IngestConfig) -> tuple[list[dict], list[tuple[str, str]]]:
-    """The partitions (name, records as JSON, inputs digest, images) and the rows rejected before any read."""
-    files = list_images(cfg)
-    records = records_of(cfg, files)
-    # a listed path is under the root by its name; one reached through a link out of it is refused the same way
-    linked = linked_outside(resolve(cfg.images), files)
-    problems = check_records(records) if not cfg.detect else [None] * len(records)
-    problems = [OUTSIDE_ROOT if r.image_id in linked else why for r, why in zip(records, problems, strict=True)]
-    planned = [(r.image_id, why) for r, why in zip(records, problems, strict=True) if why]
-    todo = [r for r, why in zip(records, problems, strict=True) if not why]
-    settings = {"detector": cfg.detector.model_dump() if cfg.detect else None, "margin": cfg.margin,
-                "subject": cfg.subject, "label": cfg.label if cfg.quality else None}
-    parts = []
-    for k, start in enumerate(range(0, len(todo), cfg.images_per_shard)):
-        chunk = [{"image_id": r.image_id, "landmarks": r.landmarks, "bbox": r.bbox, "labels": r.labels,
-                  "subject": r.subject}
-                 for r in todo[start:start + cfg.images_per_shard]]
-        stats = [files.get(rec["image_id"]) for rec in chunk]
-        parts.append({"name": f"part-{k:05d}.parquet", "records": json.dumps(chunk), "images": len(chunk),
-                      "inputs": digest([settings, chunk, stats])})
-    return parts, planned
+def _collect(sorted_out: dict, todo: list, done: list) -> None:
+    (todo if "todo" in sorted_out else done).append(sorted_out.get("todo") or sorted_out["done"])
 
 
-def split_done(out: Location, parts: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(partitions to do, manifest entries of the partitions done before with the same inputs)."""
-    todo, done = [], []
-    for part in parts:
-        entry = manifest_of(out, part["name"])
-        manifest = entry.read_json() if entry.exists() else None
-        if manifest is not None and manifest["inputs"] == part["inputs"]:
-            done.append(manifest)
-        else:
-            todo.append(part)
-    return todo, done
-
-
-def remove_orphans(out: Location, parts: list[dict]) -> int:
-    """Delete the shards and manifest entries of partitions an earlier run had and this plan has not."""
-    names = {p["name"] for p in parts}
+def remove_orphans(out: Location, names: list[str], todo: list[dict]) -> int:
+    """Delete the shards and manifest entries of partitions an earlier run had and this plan has not, and the
+    plans of partitions that are not to do."""
+    names, doing = set(names), {item["name"] for item in todo}
     orphans = [f for f in out.list_files(".parquet") if posixpath.basename(f.path).startswith("part-")
                and posixpath.basename(f.path) not in names]
-    if out.join(PARTS_DIR).exists():
-        orphans += [f for f in out.join(PARTS_DIR).list_files(".json")
-                    if posixpath.basename(f.path).removesuffix(".json") + ".parquet" not in names]
+    for folder, keep in ((PARTS_DIR, names), (PLAN_DIR, doing)):
+        if out.join(folder).exists():
+            orphans += [f for f in out.join(folder).list_files(".json")
+                        if posixpath.basename(f.path).removesuffix(".json") + ".parquet" not in keep]
     for f in orphans:
         f.delete()
     return len(orphans)
@@ -119,32 +88,35 @@ def run_ingest(cfg: IngestConfig) -> dict:
     out = resolve(cfg.out)
     inputs = {"images": cfg.images} | {k: v for k, v in (("landmarks", cfg.landmarks), ("quality", cfg.quality)) if v}
     shape = Shape(out, out.name, inputs=inputs, outputs={"faces": out.uri}, rerun="resume", lock=True)
-    parts, planned = plan(cfg)  # reads only the inputs: a bad table or pickle is refused before Ray starts
-    return run_job(cfg, shape, lambda job: _work(job, parts, planned))
+    with planned(cfg) as plan:  # reads only the inputs: a bad table or pickle is refused before Ray starts
+        return run_job(cfg, shape, lambda job: _work(job, plan))
 
 
-def _work(job: Job, parts: list[dict], planned: list[tuple[str, str]]) -> Outcome:
+def _work(job: Job, plan: Plan) -> Outcome:
     cfg, out = job.cfg, job.out
-    todo, done = split_done(out, parts)
-    removed = remove_orphans(out, parts)
+    todo, done, names = split_done(out, plan)
+    removed = remove_orphans(out, names, todo)
+    planned_rejects = plan.rejects
+    images_planned = sum(item["images"] for item in todo) + sum(m["images"] for m in done)
     how = f"detecting faces with {cfg.detector.name}" if cfg.detect else "landmarks from " + str(cfg.landmarks)
-    job.log(f"{len(parts)} partitions ({sum(p['images'] for p in parts)} images, {how}), {len(done)} done before, "
+    job.log(f"{len(names)} partitions ({images_planned} images, {how}), {len(done)} done before, "
             f"{len(todo)} to do")
     new, images, faces, start = [], 0, 0, time.perf_counter()
-    with Progress("ingest", "images", sum(p["images"] for p in todo), every_s=cfg.progress_every_s) as progress:
+    with Progress("ingest", "images", sum(item["images"] for item in todo), every_s=cfg.progress_every_s) as progress:
         if todo:
-            items = [{k: p[k] for k in ("name", "records", "inputs")} for p in todo]
+            items = [{k: item[k] for k in ("name", "inputs")} for item in todo]
             for batch in map_actors(items, IngestActor, {"cfg": cfg}, cfg.resources).iter_batches(
                     batch_size=None, batch_format="numpy"):
                 for text in batch["manifest"]:
                     new.append(json.loads(str(text)))
                     images, faces = images + new[-1]["images"], faces + new[-1]["faces"]
                     progress.update(images, f"{faces} faces, {len(new)}/{len(todo)} shards")
-    order = {p["name"]: i for i, p in enumerate(parts)}
+    order = {name: i for i, name in enumerate(names)}
     manifests = sorted(done + new, key=lambda m: order[m["shard"]])
-    rejects = [(i, why) for i, why in planned] + [(i, why) for m in manifests for i, why in m["rejects"]]
+    rejects = list(planned_rejects) + [(i, why) for m in manifests for i, why in m["rejects"]]
     write_rejects(out.uri, rejects)
-    counts = {"images": sum(m["images"] for m in manifests) + len(planned), "faces": sum(m["faces"] for m in manifests),
+    counts = {"images": sum(m["images"] for m in manifests) + len(planned_rejects),
+              "faces": sum(m["faces"] for m in manifests),
               "rejected": len(rejects), "shards": sum(1 for m in manifests if m["faces"]),
               "partitions_done_now": len(new), "partitions_done_before": len(done), "orphans_removed": removed}
     rate = round(faces / (time.perf_counter() - start), 1) if new else None  # the faces found now
