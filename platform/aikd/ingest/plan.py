@@ -41,11 +41,12 @@ from aikd.data.ingest import (
 from aikd.job import digest
 from aikd.storage import StorageError, resolve
 
-BATCH = 10_000  # rows per insert: the most the driver holds of the listing or the table at once
+BATCH = 1_000  # rows per insert or check: the most the driver holds of the listing, the table or the join at once
 
 SCHEMA = """
 PRAGMA journal_mode = OFF;
 PRAGMA synchronous = OFF;
+PRAGMA cache_size = -1024;  -- KiB of pages in memory, the join's sort included: the rest stays on disk
 CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, outside INTEGER) WITHOUT ROWID;
 CREATE TABLE entries (path TEXT, seq INTEGER, record TEXT, PRIMARY KEY (path, seq)) WITHOUT ROWID;
 """

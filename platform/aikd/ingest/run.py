@@ -35,7 +35,7 @@ from aikd.jobs import JobKind
 from aikd.progress import Progress
 from aikd.storage import Location, resolve
 
-IN_FLIGHT = 16  # partitions whose manifest is read and plan written at once (object storage round trips)
+IN_FLIGHT = 4  # partitions whose manifest is read and plan written at once (object storage round trips)
 
 
 def sort_out(out: Location, part: Partition) -> dict:
