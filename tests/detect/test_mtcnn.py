@@ -73,6 +73,19 @@ def test_what_is_found_in_a_photo_does_not_depend_on_the_photos_beside_it(detect
     np.testing.assert_allclose(beside.box, alone.box, atol=1e-3)
 
 
+def test_photos_of_one_size_resized_together_give_what_each_gives_alone(detector, astronaut):
+    shifted = np.ascontiguousarray(np.roll(astronaut, (9, -13), axis=(0, 1)))
+    other = np.zeros((300, 400, 3), np.uint8)
+    alone = [detector.detect([photo])[0] for photo in (astronaut, shifted)]
+    # side by side (one slice of the canvas) and apart (picked out of it)
+    for batch, where in (([astronaut, shifted, other], (0, 1)), ([astronaut, other, shifted], (0, 2))):
+        found = detector.detect(batch)
+        for k, faces in zip(where, alone, strict=True):
+            assert len(found[k]) == len(faces) == 1
+            np.testing.assert_allclose(found[k][0].box, faces[0].box, atol=1e-3)
+            np.testing.assert_allclose(found[k][0].landmarks, faces[0].landmarks, atol=1e-3)
+
+
 def test_a_blank_photo_a_tiny_face_and_an_empty_batch_give_no_faces(detector, astronaut):
     blank = np.full((240, 320, 3), 128, np.uint8)
     tiny = np.ascontiguousarray(astronaut[::8, ::8])  # the face is about 12 pixels wide

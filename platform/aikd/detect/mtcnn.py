@@ -79,18 +79,17 @@ def crops(canvas: torch.Tensor, sizes: torch.Tensor, boxes: torch.Tensor, photo:
           side: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``side`` x ``side`` crops of the boxes (clipped to their photo), normalised; and which boxes had any pixel."""
     ints = boxes.trunc().long()
-    out, ok = [], []
-    for k in range(len(boxes)):
-        h, w = int(sizes[photo[k], 0]), int(sizes[photo[k], 1])
-        x1, y1 = max(int(ints[k, 0]), 1), max(int(ints[k, 1]), 1)
-        x2, y2 = min(int(ints[k, 2]), w), min(int(ints[k, 3]), h)
-        if x2 > x1 - 1 and y2 > y1 - 1:
-            patch = canvas[photo[k], :, y1 - 1:y2, x1 - 1:x2].unsqueeze(0)
-            out.append(F.interpolate(patch, size=(side, side), mode="area"))
-            ok.append(k)
-    if not out:
-        return canvas.new_zeros((0, 3, side, side)), torch.zeros(0, dtype=torch.long, device=canvas.device)
-    return _normalised(torch.cat(out)), torch.as_tensor(ok, device=canvas.device)
+    limits = sizes[photo]  # each box's photo's (h, w)
+    x1, y1 = ints[:, 0].clamp(min=1), ints[:, 1].clamp(min=1)
+    x2, y2 = torch.minimum(ints[:, 2], limits[:, 1]), torch.minimum(ints[:, 3], limits[:, 0])
+    ok = ((x2 > x1 - 1) & (y2 > y1 - 1)).nonzero().flatten()
+    if not len(ok):
+        return canvas.new_zeros((0, 3, side, side)), ok
+    # one resampling per box (each has its own size); the box numbers leave the tensors once, as Python ints
+    cells = torch.stack([photo[ok], x1[ok], y1[ok], x2[ok], y2[ok]], dim=1).tolist()
+    out = [F.interpolate(canvas[i, :, top - 1:bottom, left - 1:right].unsqueeze(0), size=(side, side), mode="area")
+           for i, left, top, right, bottom in cells]
+    return _normalised(torch.cat(out)), ok
 
 
 def _normalised(pixels: torch.Tensor) -> torch.Tensor:
@@ -134,6 +133,8 @@ class MTCNN(Detector):
             return []
         canvas, sizes = self._canvas(images)
         boxes, photo = self._propose(canvas, sizes)
+        # channels-last makes the many small crop resamplings fast (20x on a CPU, measured)
+        canvas = canvas.contiguous(memory_format=self.layout)
         boxes, photo = self._refine(canvas, sizes, boxes, photo)
         boxes, scores, points, photo = self._output(canvas, sizes, boxes, photo)
         return [self._choose(boxes[photo == i], scores[photo == i], points[photo == i], sizes[i])
@@ -145,8 +146,7 @@ class MTCNN(Detector):
         canvas = torch.zeros((len(images), 3, int(sizes[:, 0].max()), int(sizes[:, 1].max())), device=self.device)
         for i, img in enumerate(images):
             canvas[i, :, :img.shape[0], :img.shape[1]] = torch.as_tensor(np.ascontiguousarray(img)).permute(2, 0, 1)
-        # channels-last also makes the many small crop resamplings fast (20x on a CPU, measured)
-        return canvas.contiguous(memory_format=self.layout), sizes
+        return canvas, sizes
 
     def _scales(self, shortest: int) -> list[float]:
         scale, side, scales = 12.0 / self.min_face_size, shortest * 12.0 / self.min_face_size, []
@@ -158,14 +158,20 @@ class MTCNN(Detector):
     def _level(self, canvas: torch.Tensor, sizes: torch.Tensor, scale: float,
                photos: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """One pyramid level of ``photos``: each resized on its own, as if it were alone (so a photo's faces do
-        not depend on the photos beside it in the batch), then padded to one canvas; and each one's level size."""
+        not depend on the photos beside it in the batch), then padded to one canvas; and each one's level size.
+        Photos of one size are resized in one call (on the contiguous canvas: 1.7x faster than one by one)."""
         shapes = torch.as_tensor([(int(sizes[i, 0] * scale + 1), int(sizes[i, 1] * scale + 1)) for i in photos],
                                  device=canvas.device)
         level = canvas.new_zeros((len(photos), 3, int(shapes[:, 0].max()), int(shapes[:, 1].max())))
+        same: dict[tuple[int, int], list[int]] = {}
         for j, i in enumerate(photos):
-            h, w = int(sizes[i, 0]), int(sizes[i, 1])
-            level[j, :, :shapes[j, 0], :shapes[j, 1]] = F.interpolate(
-                canvas[i:i + 1, :, :h, :w], size=(int(shapes[j, 0]), int(shapes[j, 1])), mode="area")[0]
+            same.setdefault((int(sizes[i, 0]), int(sizes[i, 1])), []).append(j)
+        for (h, w), rows in same.items():
+            picked = [photos[j] for j in rows]
+            run = picked == list(range(picked[0], picked[-1] + 1))  # a slice is a view: no copy of the photos
+            source = canvas[picked[0]:picked[-1] + 1] if run else canvas[picked]
+            sh, sw = int(shapes[rows[0], 0]), int(shapes[rows[0], 1])
+            level[rows, :, :sh, :sw] = F.interpolate(source[:, :, :h, :w], size=(sh, sw), mode="area")
         return _normalised(level).contiguous(memory_format=self.layout), shapes
 
     def _propose(self, canvas: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
