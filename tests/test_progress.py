@@ -77,12 +77,26 @@ def test_a_worker_posts_to_the_board_and_the_driver_shows_the_last_post(ray_loca
         for step in range(1, 21):
             post(step)
         post(20, "best val_pauc_misaligned 0.1885")
+        post.flush()
 
     with watch("distill", "steps", 20, every_s=0.05, live=False) as board:
         ray.get(train.remote(board))
     lines = _lines(capsys)
     assert lines[-1].startswith("distill: 100% (20/20 steps")
     assert lines[-1].endswith("best val_pauc_misaligned 0.1885")
+
+
+def test_a_flush_posts_what_the_throttle_held_back(ray_local, capsys):
+    @ray.remote(num_cpus=0)
+    def train(board) -> None:
+        post = Poster(board, every_s=3600.0)  # only the first count goes out by itself
+        for step in range(1, 21):
+            post(step)
+        post.flush()
+
+    with watch("fr-train", "steps", 20, every_s=3600.0, live=False) as board:
+        ray.get(train.remote(board))
+    assert _lines(capsys)[-1].startswith("fr-train: 100% (20/20 steps")
 
 
 def test_without_a_board_a_worker_posts_nothing():

@@ -116,16 +116,36 @@ class Board:
 
 class Poster:
     """A worker's side of a board: posts at most every ``every_s`` seconds, a new note at once, never waits.
-    Nothing happens when the job made no board (a sweep's trial shows its progress another way)."""
+    Nothing happens when the job made no board (a sweep's trial shows its progress another way). A worker
+    calls :meth:`flush` when its loop ends, so the driver's last read of the board shows where it ended."""
 
     def __init__(self, board, every_s: float = 0.5):
         self.board, self.every_s, self.last = board, every_s, float("-inf")
+        self.held: int | None = None  # a count the throttle held back
+        self.sent = None  # the last post on its way
 
     def __call__(self, done: int, note: str | None = None) -> None:
+        if self.board is None:
+            return
         now = time.perf_counter()
-        if self.board is not None and (note is not None or now - self.last >= self.every_s):
-            self.last = now
-            self.board.post.remote(done, note)
+        if note is not None or now - self.last >= self.every_s:
+            self.last, self.held = now, None
+            self.sent = self.board.post.remote(done, note)
+        else:
+            self.held = done
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Post what the throttle held back, and wait until the board has the last post (posts from a worker and
+        the driver's reads are not ordered otherwise)."""
+        if self.board is None:
+            return
+        if self.held is not None:
+            self.sent, self.held = self.board.post.remote(self.held, None), None
+        if self.sent is not None:
+            try:
+                ray.get(self.sent, timeout=timeout_s)
+            except Exception:  # a board that cannot answer costs the display, never the job
+                pass
 
 
 @contextmanager

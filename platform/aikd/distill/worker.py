@@ -190,3 +190,4 @@ def train_loop(config: dict) -> None:
                                                 poster),
                           log=lambda line: say(f"distill: {line}"), fr=frozen, on_step=poster)
     distiller.run(batches, state)
+    poster.flush()

@@ -149,6 +149,7 @@ def fr_train_loop(config: dict) -> None:
             loss_sum = 0.0
         if state["step"] % cfg.checkpoint_every == 0 and state["step"] < total:
             report(cfg, rank, {"step": state["step"]}, (backbone, head, optimizer, schedule, classes, dict(state)))
+    poster.flush()
     metrics = {"steps": state["step"], "images_per_worker": seen,
                "images_per_s_per_worker": seen / max(time.perf_counter() - start, 1e-9)}
     report(cfg, rank, metrics, (backbone, head, optimizer, schedule, classes, state | {"done": True}))
