@@ -16,7 +16,12 @@ def noise(text: str) -> list[str]:
     return [line for line in text.splitlines() if any(marker in line for marker in NOISE)]
 
 
+# A worker's lines that a second attempt prints again: when a Train worker fails (an S3 fault in a test run),
+# Ray Train starts the worker group again and each attempt resumes from the same checkpoint.
+EACH_ATTEMPT = ("distill: resumed at step",)
+
+
 def doubled(text: str, prefix: str) -> list[str]:
     """Lines starting with ``prefix`` printed twice in a row (a worker's line forwarded twice)."""
-    lines = [line for line in text.splitlines() if line.startswith(prefix)]
+    lines = [line for line in text.splitlines() if line.startswith(prefix) and not line.startswith(EACH_ATTEMPT)]
     return [a for a, b in zip(lines, lines[1:], strict=False) if a == b]
