@@ -236,11 +236,6 @@ def _under(real_root: str, real: str) -> bool:
     return os.path.commonpath([real_root, real]) == real_root
 
 
-def image_files(root: Location, suffixes=IMAGE_SUFFIXES, missing_ok: bool = False) -> dict[str, tuple[int, int]]:
-    """:func:`walk_images` as path -> (size, modification time)."""
-    return {path: (size, mtime) for path, size, mtime, _ in walk_images(root, suffixes, missing_ok)}
-
-
 def require_images(paths, root: Location, suffixes=IMAGE_SUFFIXES) -> None:
     if not paths:
         raise IngestError(f"no images ({', '.join(suffixes)}) under {root.uri}")
@@ -256,15 +251,6 @@ def require_table_names_images(landmarks: str, named: list[str], paths, root: Lo
 def table_names_no_image(landmarks: str, rows: int, first_named: str, first_path: str, root: Location) -> IngestError:
     return IngestError(f"none of the {rows} rows of {landmarks} names an image under {root.uri}: paths are "
                        f"relative to images (e.g. {first_path!r}); its first row names {first_named!r}")
-
-
-def linked_outside(root: Location, paths) -> set[str]:
-    """The ``paths`` under a local ``root`` reached through a symbolic link that leads outside the root: reading
-    one would read a file the images root does not hold. (Object stores have no links.)"""
-    if not isinstance(root.fs, pafs.LocalFileSystem):
-        return set()
-    real_root = os.path.realpath(root.path)
-    return {p for p in paths if not _under(real_root, os.path.realpath(os.path.join(root.path, p)))}
 
 
 def check_records(records: list[Record]) -> list[str | None]:

@@ -51,6 +51,13 @@ def manifest_of(out: Location, shard: str) -> Location:
     return out.join(PARTS_DIR, shard.removesuffix(".parquet") + ".json")
 
 
+def done_before(out: Location, shard: str, inputs: str) -> dict | None:
+    """The partition's manifest entry if it was done with these inputs: its shard is complete and current."""
+    entry = manifest_of(out, shard)
+    manifest = entry.read_json() if entry.exists() else None
+    return manifest if manifest is not None and manifest["inputs"] == inputs else None
+
+
 def plan_of(out: Location, shard: str) -> Location:
     """Where the driver leaves a partition's records for the actor that does it (JSON list of records)."""
     return out.join(PLAN_DIR, shard.removesuffix(".parquet") + ".json")
@@ -84,8 +91,7 @@ class IngestActor:
     def partition(self, name: str, inputs: str) -> dict:
         """One partition from the records the driver left for it; its plan goes once its manifest entry is
         written."""
-        entry = manifest_of(self.out, name)
-        if entry.exists() and (manifest := entry.read_json())["inputs"] == inputs:
+        if manifest := done_before(self.out, name, inputs):
             return manifest  # an earlier attempt of this call did it, and its actor was lost before it returned
         plan = plan_of(self.out, name)
         manifest = ingest_partition(self.cfg, self.out, name, plan.read_json(), inputs, self.detector)

@@ -28,7 +28,7 @@ from aikd.actor_pool import map_actors
 from aikd.config.ingest import IngestConfig
 from aikd.data.schema import label_column
 from aikd.data.shards import write_rejects
-from aikd.ingest.faces import PARTS_DIR, PLAN_DIR, IngestActor, manifest_of, plan_of
+from aikd.ingest.faces import PARTS_DIR, PLAN_DIR, IngestActor, done_before, plan_of
 from aikd.ingest.plan import Partition, Plan, planned
 from aikd.job import Job, Outcome, Shape, count_reasons, run_job
 from aikd.jobs import JobKind
@@ -38,35 +38,37 @@ from aikd.storage import Location, resolve
 IN_FLIGHT = 4  # partitions whose manifest is read and plan written at once (object storage round trips)
 
 
-def sort_out(out: Location, part: Partition) -> dict:
-    """The manifest entry of a partition done before with the same inputs; else its plan is written to ``out``
-    and its work item returned."""
-    entry = manifest_of(out, part.name)
-    manifest = entry.read_json() if entry.exists() else None
-    if manifest is not None and manifest["inputs"] == part.inputs:
-        return {"done": manifest}
+def sort_out(out: Location, part: Partition) -> tuple[dict | None, dict | None]:
+    """(the manifest entry of a partition done before with the same inputs, None), or else (None, its work
+    item), its plan written to ``out`` for the actor."""
+    if manifest := done_before(out, part.name, part.inputs):
+        return manifest, None
     plan_of(out, part.name).write_text(json.dumps(part.records))
-    return {"todo": {"name": part.name, "inputs": part.inputs, "images": len(part.records)}}
+    return None, {"name": part.name, "inputs": part.inputs, "images": len(part.records)}
 
 
 def split_done(out: Location, plan: Plan) -> tuple[list[dict], list[dict], list[str]]:
     """(work items of the partitions to do, manifest entries of those done before, every partition's name), the
     plan read once: a few partitions in flight at a time, in order."""
     todo, done, names = [], [], []
+
+    def collect(sorted_out: tuple[dict | None, dict | None]) -> None:
+        manifest, item = sorted_out
+        if manifest:
+            done.append(manifest)
+        else:
+            todo.append(item)
+
     with ThreadPoolExecutor(IN_FLIGHT) as pool:
         pending: deque = deque()
         for part in plan.partitions():
             names.append(part.name)
             pending.append(pool.submit(sort_out, out, part))
             while len(pending) > IN_FLIGHT or (pending and pending[0].done()):
-                _collect(pending.popleft().result(), todo, done)
+                collect(pending.popleft().result())
         for future in pending:
-            _collect(future.result(), todo, done)
+            collect(future.result())
     return todo, done, names
-
-
-def _collect(sorted_out: dict, todo: list, done: list) -> None:
-    (todo if "todo" in sorted_out else done).append(sorted_out.get("todo") or sorted_out["done"])
 
 
 def remove_orphans(out: Location, names: list[str], todo: list[dict]) -> int:

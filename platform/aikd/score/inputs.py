@@ -41,12 +41,11 @@ from aikd.config import DataConfig, ScoreConfig
 from aikd.data.ingest import (
     DUPLICATE,
     OUTSIDE_ROOT,
-    image_files,
-    linked_outside,
     outside_root,
     read_landmarks_file,
     require_images,
     require_table_names_images,
+    walk_images,
 )
 from aikd.data.pipeline import plan_units, unit_batches
 from aikd.data.schema import BBOX, IMAGE, IMAGE_ID, LANDMARKS, SUBJECT_ID
@@ -138,9 +137,10 @@ def mark_duplicates(units: list[dict]) -> None:
 
 def _plan_folder(cfg: ScoreConfig) -> tuple[list[OutputFile], dict, list[tuple[str, str]]]:
     root = resolve(cfg.images)
-    stats = image_files(root)
-    linked_out = sorted(linked_outside(root, stats))  # never read: rejects of the plan
-    paths = sorted(set(stats) - set(linked_out))
+    listed = list(walk_images(root))
+    stats = {path: (size, mtime) for path, size, mtime, _ in listed}
+    linked_out = [path for path, *_, outside in listed if outside]  # never read: rejects of the plan
+    paths = [path for path, *_, outside in listed if not outside]  # the walk's order: sorted
     require_images(paths, root)
     table = read_landmarks_file(resolve(cfg.landmarks)) if cfg.landmarks else {}
     require_table_names_images(cfg.landmarks, list(table), paths, root)
