@@ -8,7 +8,7 @@ import torch
 
 from aikd.align import align, similarity, template
 from aikd.detect import create_detector, list_detectors
-from aikd.detect.mtcnn import nms
+from aikd.detect.mtcnn import in_slices, nms
 from aikd.errors import ComponentError
 
 skimage_data = pytest.importorskip("skimage.data", reason="scikit-image ships the real photos these tests use")
@@ -84,6 +84,16 @@ def test_photos_of_one_size_resized_together_give_what_each_gives_alone(detector
             assert len(found[k]) == len(faces) == 1
             np.testing.assert_allclose(found[k][0].box, faces[0].box, atol=1e-3)
             np.testing.assert_allclose(found[k][0].landmarks, faces[0].landmarks, atol=1e-3)
+
+
+def test_a_network_run_over_slices_of_its_batch_gives_each_row_what_the_whole_batch_gives(detector):
+    crops = torch.rand(150, 3, 24, 24).mul(255).contiguous(memory_format=torch.channels_last)
+    whole = detector.rnet(crops)
+    sliced = in_slices(detector.rnet, crops, 64)  # 64 + 64 + 22 rows
+    assert len(sliced) == len(whole) == 2
+    for a, b in zip(sliced, whole, strict=True):
+        assert a.shape == b.shape and torch.equal(a, b)
+    assert in_slices(detector.rnet, crops[:10], 64)[1].shape == (10,)
 
 
 def test_a_blank_photo_a_tiny_face_and_an_empty_batch_give_no_faces(detector, astronaut):
