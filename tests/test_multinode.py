@@ -11,6 +11,7 @@ Runs in its own pytest process (marker ``cluster``, see the Makefile).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -60,16 +61,27 @@ class Node:
         """Preemption: the node's raylet dies at once; its workers follow it."""
         os.kill(self.raylet_pid(), signal.SIGKILL)
 
-    def stop(self) -> None:
-        try:
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
+
+    def wait(self) -> None:
+        """Until the node has stopped (killed after 20 s); then its files go."""
+        try:
             self.proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
         shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def stop_all(nodes: list[Node]) -> None:
+    """The nodes stopped together (each one's shutdown takes seconds)."""
+    for node in nodes:
+        node.terminate()
+    for node in nodes:
+        node.wait()
 
 
 @dataclass
@@ -155,7 +167,8 @@ def _asks_for(required: dict, resource: str) -> bool:
 @pytest.fixture(scope="module")
 def cluster(s3_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
-    env = dict(os.environ, RAY_AUTH_MODE="token",
+    # a stopped node would first drain for up to 30 s (Ray's SIGTERM handling): a test's cluster needs none
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     gcs, dashboard = f"127.0.0.1:{free_port()}", free_port()
     c = Cluster(env, f"http://127.0.0.1:{dashboard}", gcs, tmp)
@@ -169,8 +182,9 @@ def cluster(s3_server, tmp_path_factory):
             c.add_worker(name)
         yield c
     finally:
-        for node in reversed(list(c.nodes.values())):  # the workers first: a worker that loses its head waits
-            node.stop()
+        # the workers first: a worker that loses its head waits for it
+        stop_all([node for name, node in c.nodes.items() if name != "head"])
+        stop_all([c.nodes["head"]])
 
 
 def _submit_args(c: Cluster, spec: str, overrides: list[str], job_id: str, env_vars: dict | None = None) -> list[str]:

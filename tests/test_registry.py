@@ -1,8 +1,8 @@
 """The Model Registry on a real MLflow tracking server (SQLite backend, artifacts on the local S3 server).
 
 One distillation run, shared by the tests: its student initialised from a registered FR
-model by alias, tracked on the server (credentials planted in its URI and environment),
-its best student registered. Then: aliases, pulls, an evaluation by alias, the ONNX
+model by alias, trained with ZeRO stage 1, tracked on the server (credentials planted in
+its URI and environment), its best student registered. Then: aliases, pulls, an evaluation by alias, the ONNX
 export, concurrent registrations, and a grep for the planted credentials.
 """
 
@@ -58,7 +58,7 @@ def _register_dir(uri: str, model_dir: str, name: str, aliases: list[str], onnx:
 
 @pytest.fixture(scope="module")
 def server_run(mlflow_server, labelled_run, fr_run, tmp_path_factory, monkeypatch_module):
-    """Distil from models:/fr-server@production, tracked on the server (a planted secret in its URI)."""
+    """Distil from models:/fr-server@production with ZeRO-1, tracked on the server (a planted secret in its URI)."""
     job, _ = labelled_run
     cfg_fr, _ = fr_run
     fr = _register_dir(mlflow_server, cfg_fr.out, "fr-server", ["production"])
@@ -69,8 +69,8 @@ def server_run(mlflow_server, labelled_run, fr_run, tmp_path_factory, monkeypatc
     cfg = DistillConfig(
         name="registered", storage=str(root / "runs"), resources=HALF,
         data=DataConfig(shards=[job.out], label="q_norm", image_size=64, val_fraction=0.1, resources=HALF),
-        student=StudentConfig(weights="models:/fr-server@production"), engine=EngineConfig(micro_batch=32),
-        max_steps=12, tracking=TrackingConfig(uri=authed),
+        student=StudentConfig(weights="models:/fr-server@production"),
+        engine=EngineConfig(micro_batch=32, zero_stage=1), max_steps=12, tracking=TrackingConfig(uri=authed),
         register=RegisterConfig(name="student-server", aliases=["candidate"],
                                 description=f"an operator pasted {PLANTED_SECRET} here"))
     return cfg, run_distill(cfg), fr
@@ -95,6 +95,13 @@ def test_the_run_is_tracked_with_params_metrics_per_validation_and_artifacts(ser
     assert {"_summary.json", "config.json", "model"} <= files
     assert {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "model")} == {
         "model.safetensors", "card.json", "spec.yaml", "model.onnx"}
+
+
+def test_a_zero1_run_finishes_on_local_disk_with_its_stage_in_the_run_config(server_run):
+    cfg, summary, _ = server_run
+    assert summary["steps"] == 12 and summary["student"] is not None
+    config = json.loads(resolve(cfg.storage).join(cfg.name, "config.json").read_text())
+    assert config["engine"]["zero_stage"] == 1
 
 
 def test_the_student_is_registered_with_lineage_tags_and_its_alias(server_run, mlflow_server):

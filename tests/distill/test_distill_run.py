@@ -1,12 +1,11 @@
-"""2-worker CPU distillation runs with DeepSpeed (the S3 one, `s3_run`, is shared with the reliability suite)."""
+"""2-worker CPU distillation runs with DeepSpeed (the S3 one, `s3_run`, is shared with the reliability suite; the
+ZeRO-1 run is the registry tests' shared run, tests/test_registry.py)."""
 
-import json
 
 import yaml
 from mlflow import MlflowClient
 
-from aikd.config import DistillConfig, EngineConfig, StudentConfig
-from aikd.distill.run import run_distill
+from aikd.config import DistillConfig
 from aikd.distill.worker import SIDECAR
 from aikd.models.weights import SPEC_FILE, load_model
 from aikd.storage import resolve
@@ -52,20 +51,6 @@ def test_starting_the_same_run_again_resumes_from_its_checkpoint(s3_run):
     assert min(s for s in steps[len(first["history"]):]) > 30  # step count continued, no restart at 0
     assert second["consumed"] > first["consumed"]
     assert read_json(latest_checkpoint(resolve(cfg.storage).join(cfg.name)), SIDECAR)["step"] == 40
-
-
-def test_zero1_run_finishes_on_local_disk(s3_run, labelled_run, fr_run, tmp_path):
-    job, _ = labelled_run
-    cfg_fr, _ = fr_run
-    reference, _, _ = s3_run
-    cfg = reference.model_copy(update={
-        "data": reference.data.model_copy(update={"shards": [job.out]}), "student": StudentConfig(weights=cfg_fr.out),
-        "engine": EngineConfig(zero_stage=1, micro_batch=32), "storage": str(tmp_path / "runs"), "name": "zero1",
-        "max_steps": 12})
-    summary = run_distill(cfg)
-    assert summary["steps"] == 12 and summary["student"] is not None
-    config = json.loads(resolve(str(tmp_path / "runs")).join("zero1", "config.json").read_text())
-    assert config["engine"]["zero_stage"] == 1
 
 
 def test_runs_are_tracked_in_the_serverless_sqlite_default(s3_run, tracking_db):
