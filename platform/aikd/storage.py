@@ -5,7 +5,8 @@ variables (pyarrow ignores ``AWS_ENDPOINT_URL`` by itself, so it is read here);
 ``file:///abs/path`` and plain paths go to the local filesystem. S3 calls retry
 transient errors with the AWS SDK's default strategy (no retry quota); whole-object
 reads and writes, and lookups of what is at a path, also retry the few transient errors
-that strategy gives up on (:data:`S3_WHOLE_OBJECTS`).
+that strategy gives up on (:data:`S3_WHOLE_OBJECTS`). The client keeps that strategy when
+it is pickled to other processes (:class:`S3Client`).
 """
 
 from __future__ import annotations
@@ -187,15 +188,34 @@ def _env(*names: str) -> str | None:
     return None
 
 
-def s3_filesystem() -> pafs.S3FileSystem:
+class S3Client(pafs.S3FileSystem):
+    """pyarrow's S3 client retrying with the SDK's default strategy, here and in every process it is sent to.
+
+    The SDK's default strategy, not its "standard" one: the standard strategy draws every
+    retry from a quota (about 100 retries, refilled one per success) that a long job under a
+    10 % fault rate empties, after which no request is retried at all. pyarrow pickles an
+    S3 client without its retry strategy, so Ray Train's controller and workers and Ray
+    Data's tasks, which get the client pickled, would rebuild it with the standard one (a
+    distillation under injected faults failed so: its controller's checkpoint upload met a
+    503 it did not retry). This class is rebuilt with its own.
+    """
+
+    def __init__(self, *, retries: int, **options):
+        super().__init__(retry_strategy=pafs.AwsDefaultS3RetryStrategy(max_attempts=retries), **options)
+        self.retries = retries
+
+    def __reduce__(self):
+        _, (options,) = super().__reduce__()  # pyarrow's own: every option but the retry strategy
+        return _s3_client_from, (options, self.retries)
+
+
+def _s3_client_from(options: dict, retries: int) -> S3Client:
+    return S3Client(retries=retries, **options)
+
+
+def s3_filesystem() -> S3Client:
     """pyarrow S3 client from the standard AWS environment, endpoint override included."""
-    kwargs: dict = {
-        # The SDK's default strategy, not its "standard" one: the standard strategy draws every retry
-        # from a quota (about 100 retries, refilled one per success) that a long job under a 10 %
-        # fault rate empties, after which no request is retried at all.
-        "retry_strategy": pafs.AwsDefaultS3RetryStrategy(max_attempts=S3_RETRIES),
-        "allow_bucket_creation": True,
-    }
+    kwargs: dict = {"retries": S3_RETRIES, "allow_bucket_creation": True}
     endpoint = _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
@@ -211,7 +231,7 @@ def s3_filesystem() -> pafs.S3FileSystem:
         token = _env("AWS_SESSION_TOKEN")
         if token:
             kwargs["session_token"] = token
-    return pafs.S3FileSystem(**kwargs)
+    return S3Client(**kwargs)
 
 
 def s3_client():
