@@ -2,8 +2,9 @@
 
 One distillation run, shared by the tests: its student initialised from a registered FR
 model by alias, trained with ZeRO stage 1, tracked on the server (credentials planted in
-its URI and environment), its best student registered. Then: aliases, pulls, an evaluation by alias, the ONNX
-export, concurrent registrations, and a grep for the planted credentials.
+its URI and environment), its best student registered. Then: aliases, pulls, an
+evaluation by alias, the ONNX export, concurrent registrations, and a grep for the
+planted credentials.
 """
 
 import json

@@ -6,7 +6,7 @@ variables (pyarrow ignores ``AWS_ENDPOINT_URL`` by itself, so it is read here);
 transient errors with the AWS SDK's default strategy (no retry quota); whole-object
 reads and writes, and lookups of what is at a path, also retry the few transient errors
 that strategy gives up on (:data:`S3_WHOLE_OBJECTS`). The client keeps that strategy when
-it is pickled to other processes (:class:`S3Client`).
+it is pickled to other processes (:class:`RetryingS3FileSystem`).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def _env(*names: str) -> str | None:
     return None
 
 
-class S3Client(pafs.S3FileSystem):
+class RetryingS3FileSystem(pafs.S3FileSystem):
     """pyarrow's S3 client retrying with the SDK's default strategy, here and in every process it is sent to.
 
     The SDK's default strategy, not its "standard" one: the standard strategy draws every
@@ -206,14 +206,14 @@ class S3Client(pafs.S3FileSystem):
 
     def __reduce__(self):
         _, (options,) = super().__reduce__()  # pyarrow's own: every option but the retry strategy
-        return _s3_client_from, (options, self.retries)
+        return _retrying_s3_filesystem, (options, self.retries)
 
 
-def _s3_client_from(options: dict, retries: int) -> S3Client:
-    return S3Client(retries=retries, **options)
+def _retrying_s3_filesystem(options: dict, retries: int) -> RetryingS3FileSystem:
+    return RetryingS3FileSystem(retries=retries, **options)
 
 
-def s3_filesystem() -> S3Client:
+def s3_filesystem() -> RetryingS3FileSystem:
     """pyarrow S3 client from the standard AWS environment, endpoint override included."""
     kwargs: dict = {"retries": S3_RETRIES, "allow_bucket_creation": True}
     endpoint = _env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
@@ -231,7 +231,7 @@ def s3_filesystem() -> S3Client:
         token = _env("AWS_SESSION_TOKEN")
         if token:
             kwargs["session_token"] = token
-    return S3Client(**kwargs)
+    return RetryingS3FileSystem(**kwargs)
 
 
 def s3_client():

@@ -1,7 +1,6 @@
 """2-worker CPU distillation runs with DeepSpeed (the S3 one, `s3_run`, is shared with the reliability suite; the
 ZeRO-1 run is the registry tests' shared run, tests/test_registry.py)."""
 
-
 import yaml
 from mlflow import MlflowClient
 
