@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # Two pytest processes: the cluster tests start Ray nodes with `ray start` (token auth on),
-# the rest one local Ray instance; neither process inherits the other's Ray state.
+# the rest run in two pytest-xdist workers, each with its own local Ray instance
+# (tests/conftest.py says which tests share a worker); no process inherits another's Ray state.
 test: install
-	$(PY) -m pytest tests -m "not cluster" --durations=30
+	$(PY) -m pytest tests -m "not cluster" -n 2 --durations=30
 	$(PY) -m pytest tests -m cluster --durations=10
 
 demo: install

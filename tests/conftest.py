@@ -16,6 +16,41 @@ import pytest
 
 BUCKET = "aikd-test"
 
+# `make test` runs this suite in two pytest-xdist workers (`-n 2`); the tests of one scope run in one worker.
+# A module is a scope, so its module fixtures run once. The modules that use the session's shared job runs
+# (the FR run and all that is built on it, the reliability suite's ingested faces, the ingested photos) are
+# one scope, so each of those runs once. A module that asks for them by name while it runs
+# (request.getfixturevalue) says so with `USES_SHARED_RUNS = True`.
+SHARED_RUNS = {"fr_run", "faces", "photos"}
+SHARED_RUN_MODULES = {
+    "tests/detect/test_detected_condition.py", "tests/distill/test_distill_run.py", "tests/evaluate/test_report.py",
+    "tests/ingest/test_ingest_run.py", "tests/reliability/test_driver_crash.py",
+    "tests/reliability/test_object_store.py", "tests/reliability/test_worker_loss.py",
+    "tests/sweep/test_sweep_run.py", "tests/teachers/test_teachers.py", "tests/test_frtrain.py",
+    "tests/test_job.py", "tests/test_registry.py"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scheduler by scope, with the scopes above (its own `loadgroup` marks are lost on pytest 9.2)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunsScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "shared runs" if module in SHARED_RUN_MODULES else module
+
+    return SharedRunsScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A module that uses a shared run but is not in SHARED_RUN_MODULES would run that job again."""
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        uses = SHARED_RUNS & set(item.fixturenames) or getattr(item.module, "USES_SHARED_RUNS", False)
+        if uses and module not in SHARED_RUN_MODULES:
+            raise pytest.UsageError(f"{module} uses the session's shared runs: add it to SHARED_RUN_MODULES "
+                                    f"in tests/conftest.py")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def tracking_db(tmp_path_factory):

@@ -18,6 +18,8 @@ from aikd.jobs import HELP, KINDS, job_kind
 from aikd.lock import LOCK_FILE
 from aikd.storage import resolve
 
+USES_SHARED_RUNS = True  # RUNS below: each job kind's session run, asked for by name (conftest.py)
+
 
 class ProbeSpec(JobSpec):
     kind: ClassVar[str] = "probe"

@@ -95,6 +95,7 @@ class Cluster:
 
     def add_worker(self, name: str) -> None:
         self.nodes[name] = Node(name, ["--address", self.gcs, "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
+                                       "--dashboard-agent-listen-port", str(free_port()),
                                        "--object-store-memory", str(400 * 2**20), "--resources",
                                        json.dumps({"aikd_worker": 1, f"node_{name}": 1})], self.env, self.tmp)
         self.wait_for(lambda nodes: name in nodes)
@@ -142,6 +143,19 @@ class Cluster:
                 raise TimeoutError(f"cluster not ready: alive {self.alive()}")
             time.sleep(1)
 
+    def wait_for_jobs(self, timeout: float = 180) -> None:
+        """Until the head's job agent takes a job: Ray's job server waits only 10 s for it, and on a loaded
+        machine the agent can start later than that."""
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = subprocess.run([RAY, "job", "submit", "--address", self.address, "--", "true"], env=self.env,
+                                  capture_output=True, text=True, timeout=timeout)
+            if proc.returncode == 0:
+                return
+            output = proc.stdout[-2000:] + proc.stderr[-2000:]
+            assert "No available agent" in output and time.monotonic() < deadline, output
+            time.sleep(1)
+
     def actor_nodes(self, job_id: str, class_part: str) -> list[str]:
         """Names of the nodes that ran the job's actors of this class asking for ``aikd_worker``."""
         by_id = {v: k for k, v in self.alive().items()} | self.dead
@@ -175,9 +189,12 @@ def cluster(s3_server, tmp_path_factory):
     c.nodes["head"] = Node("head", ["--head", "--node-ip-address", "127.0.0.1", "--port", gcs.split(":")[1],
                                     "--num-cpus", "1", "--object-store-memory", str(400 * 2**20),
                                     "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+                                    # the job agent's own port: Ray's default is taken by any other Ray here
+                                    "--dashboard-agent-listen-port", str(free_port()),
                                     "--disable-usage-stats"], env, tmp)
     try:
         c.wait_for(lambda nodes: "head" in nodes)
+        c.wait_for_jobs()
         for name in ("a", "b"):
             c.add_worker(name)
         yield c

@@ -91,11 +91,14 @@ def worker_loss_run(s3_run, run_job, proxy):
 
 @pytest.fixture(scope="session", autouse=True)
 def fault_figures(proxy):
-    """At the end, the proxy's totals go to the file named by AIKD_FAULT_FIGURES (docs/reliability.md)."""
+    """At the end, the proxy's totals go to the file named by AIKD_FAULT_FIGURES (docs/reliability.md); each
+    pytest-xdist worker has its own proxy and writes its own file, the name with the worker's id appended."""
     yield
     if target := os.environ.get("AIKD_FAULT_FIGURES"):
         import json
 
+        if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+            target = f"{target}.{worker}"
         with open(target, "w") as f:
             json.dump({"total": proxy.figures(), "jobs": FIGURES}, f, indent=1)
 
