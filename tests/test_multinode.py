@@ -143,19 +143,6 @@ class Cluster:
                 raise TimeoutError(f"cluster not ready: alive {self.alive()}")
             time.sleep(1)
 
-    def wait_for_jobs(self, timeout: float = 180) -> None:
-        """Until the head's job agent takes a job: Ray's job server waits only 10 s for it, and on a loaded
-        machine the agent can start later than that."""
-        deadline = time.monotonic() + timeout
-        while True:
-            proc = subprocess.run([RAY, "job", "submit", "--address", self.address, "--", "true"], env=self.env,
-                                  capture_output=True, text=True, timeout=timeout)
-            if proc.returncode == 0:
-                return
-            output = proc.stdout[-2000:] + proc.stderr[-2000:]
-            assert "No available agent" in output and time.monotonic() < deadline, output
-            time.sleep(1)
-
     def actor_nodes(self, job_id: str, class_part: str) -> list[str]:
         """Names of the nodes that ran the job's actors of this class asking for ``aikd_worker``."""
         by_id = {v: k for k, v in self.alive().items()} | self.dead
@@ -194,7 +181,6 @@ def cluster(s3_server, tmp_path_factory):
                                     "--disable-usage-stats"], env, tmp)
     try:
         c.wait_for(lambda nodes: "head" in nodes)
-        c.wait_for_jobs()
         for name in ("a", "b"):
             c.add_worker(name)
         yield c
