@@ -78,3 +78,33 @@ def test_pairs_that_contradict_the_subject_ids_are_refused():
     pairs = Pairs(a=np.array([0]), b=np.array([1]), mated=np.array([True]))
     with pytest.raises(AikdError, match="mated pair joins two identities"):
         PairIdentities.of(pairs, subjects=["x", "y"])
+
+
+def _thresholds_by_full_sum(non_mated_scores, who, resamples, fmr):
+    """The definition, over every score: the first (ascending) whose weight strictly above it is allowed."""
+    order = np.argsort(non_mated_scores, kind="stable")
+    scores, a, b = non_mated_scores[order], who.non_mated_a[order], who.non_mated_b[order]
+    w = resamples.counts[:, a] * resamples.counts[:, b]
+    above = w.sum(axis=1, keepdims=True) - np.cumsum(w, axis=1)
+    return scores[np.argmax(above <= np.floor(fmr * w.sum(axis=1))[:, None], axis=1)]
+
+
+@pytest.mark.parametrize("fmr", [0.0, 1e-3, 1e-2, 0.3])
+def test_thresholds_searched_among_the_top_scores_equal_those_of_a_sum_over_every_score(fmr):
+    subjects, pairs, scores, _, _ = _faces()
+    who = PairIdentities.of(pairs, subjects)
+    non_mated = np.round(scores[~pairs.mated], 2)  # ties
+    resamples = Resamples.draw(who.identities, 50, seed=1)
+    expected = _thresholds_by_full_sum(non_mated, who, resamples, fmr)
+    assert np.array_equal(thresholds(non_mated, who, resamples, fmr), expected)
+
+
+def test_a_resample_without_the_people_of_the_top_scores_is_searched_further_down():
+    # the top 3,000 non-mated scores compare identities 0 and 1; the second resample drew neither
+    a = np.r_[np.zeros(3000, int), np.full(3000, 2)]
+    who = PairIdentities(mated=np.array([], int), non_mated_a=a, non_mated_b=a + 1, identities=4)
+    scores = np.r_[np.linspace(0.5, 0.9, 3000), np.linspace(0.0, 0.4, 3000)]
+    resamples = Resamples(np.array([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 2.0, 2.0]]))
+    got = thresholds(scores, who, resamples, fmr=1e-3)
+    assert got.tolist() == _thresholds_by_full_sum(scores, who, resamples, 1e-3).tolist()
+    assert got[1] <= 0.4  # found among identities 2 and 3's comparisons

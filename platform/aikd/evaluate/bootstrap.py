@@ -73,19 +73,53 @@ class PairIdentities:
 
 
 def thresholds(non_mated_scores: np.ndarray, who: PairIdentities, resamples: Resamples, fmr: float) -> np.ndarray:
-    """Per resample, the smallest non-mated score with at most ``fmr`` of the non-mated weight above it."""
+    """Per resample, the smallest non-mated score with at most ``fmr`` of the non-mated weight above it.
+
+    The threshold lies among the highest scores, so each resample is searched in a window of the top
+    scores only (widened until the window's weight exceeds what the FMR allows above the threshold):
+    the same threshold as a cumulative sum over every score, at a fraction of its cost.
+    """
     order = np.argsort(non_mated_scores, kind="stable")
     scores, a, b = non_mated_scores[order], who.non_mated_a[order], who.non_mated_b[order]
+    allowed = np.floor(fmr * _non_mated_weight(who, resamples))
     out = np.empty(len(resamples))
-    for part in resamples.chunks(len(scores)):
-        c = resamples.counts[part]
-        cum = np.cumsum(c[:, a] * c[:, b], axis=1)
-        total = cum[:, -1]
-        if np.any(total == 0):
-            raise AikdError("a resample holds no non-mated comparison: too few identities for a bootstrap")
-        allowed = np.floor(fmr * total)
-        out[part] = scores[np.argmax(cum >= (total - allowed)[:, None], axis=1)]
+    todo = np.arange(len(resamples))
+    window = min(len(scores), max(1024, int(4 * fmr * len(scores))))
+    while len(todo):
+        top = slice(len(scores) - window, None)
+        found, ok = _top_window(scores[top], a[top], b[top], resamples.counts[todo], allowed[todo],
+                                whole=window == len(scores))
+        out[todo[ok]] = found[ok]
+        todo, window = todo[~ok], min(len(scores), 4 * window)
     return out
+
+
+def _non_mated_weight(who: PairIdentities, resamples: Resamples) -> np.ndarray:
+    """Per resample, the weight of every non-mated pair: one term per pair of identities compared."""
+    width = who.identities
+    both, count = np.unique(who.non_mated_a * width + who.non_mated_b, return_counts=True)
+    s, t = np.divmod(both, width)
+    total = np.empty(len(resamples))
+    for part in resamples.chunks(len(both)):
+        c = resamples.counts[part]
+        total[part] = (c[:, s] * c[:, t]) @ count
+    if np.any(total == 0):
+        raise AikdError("a resample holds no non-mated comparison: too few identities for a bootstrap")
+    return total
+
+
+def _top_window(scores, a, b, counts, allowed, whole: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Thresholds found in a window of the top (ascending) scores, and for which resamples the window held one:
+    those whose weight inside the window exceeds what is allowed above the threshold (always, for the whole)."""
+    found, ok = np.empty(len(counts)), np.empty(len(counts), bool)
+    for part in Resamples(counts).chunks(len(scores)):
+        c = counts[part]
+        above = np.cumsum((c[:, a] * c[:, b])[:, ::-1], axis=1)[:, ::-1]  # weight at or above each position
+        # the first position whose weight strictly above it is within what is allowed
+        strictly_above = np.concatenate([above[:, 1:], np.zeros((len(c), 1))], axis=1)
+        found[part] = scores[np.argmax(strictly_above <= allowed[part, None], axis=1)]
+        ok[part] = True if whole else above[:, 0] > allowed[part]
+    return found, ok
 
 
 def paucs(mated_scores: np.ndarray, mated_quality: np.ndarray, who: PairIdentities, resamples: Resamples,

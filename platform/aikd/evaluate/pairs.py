@@ -117,8 +117,9 @@ def _lfw_rows(text: str):
             raise PairsError(f"LFW pairs line must have 3 or 4 fields, got {parts}")
 
 
-def comparison_scores(emb: np.ndarray, pairs: Pairs, chunk: int = 200_000) -> np.ndarray:
-    """Cosine similarity of each pair's (already normalised) embeddings, in chunks to bound memory."""
+def comparison_scores(emb: np.ndarray, pairs: Pairs, chunk: int = 8192) -> np.ndarray:
+    """Cosine similarity of each pair's (already normalised) embeddings, in chunks small enough to stay in
+    the CPU's cache (a chunk of 200,000 pairs of 512-d embeddings made the same sums about 30 times slower)."""
     out = np.empty(len(pairs), np.float32)
     for s in range(0, len(pairs), chunk):
         a, b = pairs.a[s:s + chunk], pairs.b[s:s + chunk]
