@@ -17,17 +17,18 @@ import pytest
 BUCKET = "aikd-test"
 
 # `make test` runs this suite in two pytest-xdist workers (`-n 2`); the tests of one scope run in one worker.
-# A module is a scope, so its module fixtures run once. The modules that use the session's shared job runs
-# (the FR run and all that is built on it, the reliability suite's ingested faces, the ingested photos) are
-# one scope, so each of those runs once. A module that asks for them by name while it runs
+# A module is a scope, so its module fixtures run once. The FR run and its labels are built once for both
+# workers (see `built_once`). The session's other shared runs (the S3 distillation and all built on it, the
+# reliability suite's ingested faces, the evaluation report, the ingested photos) live in one worker, so the
+# modules that use them are one scope. A module that asks for them by name while it runs
 # (request.getfixturevalue) says so with `USES_SHARED_RUNS = True`.
-SHARED_RUNS = {"fr_run", "faces", "photos"}
+SHARED_RUNS = {"s3_run", "faces", "report", "photos"}
 SHARED_RUN_MODULES = {
     "tests/detect/test_detected_condition.py", "tests/distill/test_distill_run.py", "tests/evaluate/test_report.py",
     "tests/ingest/test_ingest_run.py", "tests/reliability/test_driver_crash.py",
-    "tests/reliability/test_object_store.py", "tests/reliability/test_worker_loss.py",
-    "tests/sweep/test_sweep_run.py", "tests/teachers/test_teachers.py", "tests/test_frtrain.py",
-    "tests/test_job.py", "tests/test_registry.py"}
+    "tests/reliability/test_object_store.py", "tests/reliability/test_worker_loss.py", "tests/test_job.py"}
+# the longest scopes start first, so neither worker is left with a long one at the end
+LONGEST_FIRST = ["shared runs", "tests/test_demo.py", "tests/sweep/test_sweep_run.py", "tests/test_registry.py"]
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -38,6 +39,12 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
             return "shared runs" if module in SHARED_RUN_MODULES else module
+
+        def _assign_work_unit(self, node) -> None:
+            for scope in reversed(LONGEST_FIRST):
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
 
     return SharedRunsScheduling(config, log)
 
@@ -50,6 +57,38 @@ def pytest_collection_modifyitems(config, items):
         if uses and module not in SHARED_RUN_MODULES:
             raise pytest.UsageError(f"{module} uses the session's shared runs: add it to SHARED_RUN_MODULES "
                                     f"in tests/conftest.py")
+
+
+BUILT_BY: dict[str, str] = {}  # a run built once -> the tracking URI of the worker that built it
+
+
+def built_once(name: str, tmp_path_factory, build):
+    """``build(root)``'s result, built once for all of the session's xdist workers: the first to ask builds it in
+    a folder they share, under a file lock, and saves it; the others wait for the lock and load it. The jobs
+    it ran are tracked in the builder's database (`tracked_in`)."""
+    import pickle
+
+    from filelock import FileLock
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    root = tmp_path_factory.getbasetemp().parent / name  # the session's base temp, above each worker's own
+    saved = root / "result.pickle"
+    with FileLock(f"{root}.lock"):
+        if saved.exists():
+            result, BUILT_BY[name] = pickle.loads(saved.read_bytes())
+            return result
+        root.mkdir(exist_ok=True)
+        result = build(root)
+        saved.write_bytes(pickle.dumps((result, os.environ["MLFLOW_TRACKING_URI"])))
+        return result
+
+
+@pytest.fixture(scope="session")
+def tracked_in(tracking_db):
+    """``tracked_in(run)``: the tracking URI a session run's jobs were tracked in (their builder's, for a run
+    built once for every worker)."""
+    return lambda run: BUILT_BY.get(run, tracking_db)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -155,42 +194,50 @@ def _crash(*args, **kwargs):
 
 @pytest.fixture(scope="session")
 def fr_run(ray_local, tmp_path_factory):
-    """One FR pretraining run on 2,000 synthetic faces, shared by every test that needs a model; its driver
-    is killed once after training and the job started again (it resumes from its checkpoint)."""
+    """One FR pretraining run on 2,000 synthetic faces, shared by every test that needs a model (built once for
+    every worker); its driver is killed once after training and the job started again (it resumes from its
+    checkpoint)."""
     from aikd.config import DataConfig, FRTrainConfig, Resources
     from aikd.data.synth import SynthConfig, write_synthetic
     from aikd.frtrain import run as frtrain_run
     from aikd.frtrain.run import run_fr_train
 
-    root = tmp_path_factory.mktemp("fr")
-    faces = str(root / "faces")
-    write_synthetic(faces, SynthConfig(identities=100, samples_per_identity=20, seed=21))
-    half = Resources(workers=2, cpus_per_worker=0.5)
-    data = DataConfig(shards=[faces], image_size=64, split_by="subject_id", val_fraction=0.2,
-                      misalignment=0.0, resources=half)
-    cfg = FRTrainConfig(data=data, out=str(root / "model"), epochs=3, resources=half, model_args={"dropout": 0.4},
-                        checkpoint_every=10, register={"name": "fr-test", "aliases": ["production"]})
-    with pytest.MonkeyPatch.context() as patch:  # the driver dies after training, before the model is out
-        patch.setattr(frtrain_run, "_copy", _crash)
-        with pytest.raises(RuntimeError, match="driver killed"):
-            run_fr_train(cfg)
-    return cfg, run_fr_train(cfg)  # started again: resumes from its last checkpoint
+    def build(root):
+        faces = str(root / "faces")
+        write_synthetic(faces, SynthConfig(identities=100, samples_per_identity=20, seed=21))
+        half = Resources(workers=2, cpus_per_worker=0.5)
+        data = DataConfig(shards=[faces], image_size=64, split_by="subject_id", val_fraction=0.2,
+                          misalignment=0.0, resources=half)
+        cfg = FRTrainConfig(data=data, out=str(root / "model"), epochs=3, resources=half,
+                            model_args={"dropout": 0.4}, checkpoint_every=10,
+                            register={"name": "fr-test", "aliases": ["production"]})
+        with pytest.MonkeyPatch.context() as patch:  # the driver dies after training, before the model is out
+            patch.setattr(frtrain_run, "_copy", _crash)
+            with pytest.raises(RuntimeError, match="driver killed"):
+                run_fr_train(cfg)
+        return cfg, run_fr_train(cfg)  # started again: resumes from its last checkpoint
+
+    return built_once("fr_run", tmp_path_factory, build)
 
 
 @pytest.fixture(scope="session")
 def labelled_run(fr_run, tmp_path_factory):
-    """The FR run's faces labelled by three teachers (serfiq, crfiqa, norm)."""
+    """The FR run's faces labelled by three teachers (serfiq, crfiqa, norm), built once for every worker."""
     from aikd.config import LabelConfig, Resources, TeacherSpec
     from aikd.label.run import run_label
 
     cfg, _ = fr_run
-    out = str(tmp_path_factory.mktemp("labelled") / "shards")
-    job = LabelConfig(shards=cfg.data.shards, out=out, resources=Resources(workers=2, cpus_per_worker=0.5), teachers=[
-        TeacherSpec(name="serfiq", options={"model": cfg.out, "passes": 30}),
-        TeacherSpec(name="crfiqa", options={"model": cfg.out}),
-        TeacherSpec(name="norm", options={"model": cfg.out}),
-    ])
-    return job, run_label(job)
+
+    def build(root):
+        job = LabelConfig(shards=cfg.data.shards, out=str(root / "shards"),
+                          resources=Resources(workers=2, cpus_per_worker=0.5), teachers=[
+                              TeacherSpec(name="serfiq", options={"model": cfg.out, "passes": 30}),
+                              TeacherSpec(name="crfiqa", options={"model": cfg.out}),
+                              TeacherSpec(name="norm", options={"model": cfg.out}),
+                          ])
+        return job, run_label(job)
+
+    return built_once("labelled_run", tmp_path_factory, build)
 
 
 @pytest.fixture(scope="session")

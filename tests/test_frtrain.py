@@ -89,8 +89,9 @@ def test_a_finished_model_is_skipped_and_keeps_no_ray_run_files(fr_run):
     assert again["skipped"] is True and again["verification"] == summary["verification"]
 
 
-def test_the_model_is_registered_and_tracked_in_the_serverless_default(fr_run, tracking_db):
+def test_the_model_is_registered_and_tracked_in_the_serverless_default(fr_run, tracked_in):
     cfg, summary = fr_run  # the spec says register: {name: fr-test, aliases: [production]}
+    tracking_db = tracked_in("fr_run")  # the SQLite file of the session that ran it
     ref = lookup("models:/fr-test@production", tracking_db)
     assert summary["registered"]["uri"] == ref.uri
     # artifacts lie on disk beside the SQLite file: jobs read the version in place, bit for bit

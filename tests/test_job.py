@@ -171,7 +171,7 @@ def score_run(report, tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_every_job_kind_writes_the_same_summary_shape_and_a_finished_tracked_run(kind, request, tracking_db):
+def test_every_job_kind_writes_the_same_summary_shape_and_a_finished_tracked_run(kind, request, tracked_in):
     if kind == "sweep":  # its sweep runs in subprocesses, killed and restarted: its module checks the same
         pytest.skip("the sweep's summary and run are checked where its sweeps run (tests/sweep/test_sweep_run.py)")
     summary = request.getfixturevalue(RUNS[kind])[1]  # each fixture gives (spec, summary, ...)
@@ -180,4 +180,4 @@ def test_every_job_kind_writes_the_same_summary_shape_and_a_finished_tracked_run
     assert all(isinstance(v, int) for v in summary["rejects"].values())
     written = finished(resolve(summary["outputs"][next(iter(summary["outputs"]))]))
     assert written is not None and set(SUMMARY_KEYS) <= set(written)
-    assert _status(tracking_db, summary["mlflow_run"]) == "FINISHED"
+    assert _status(tracked_in(RUNS[kind]), summary["mlflow_run"]) == "FINISHED"

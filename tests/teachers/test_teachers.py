@@ -39,9 +39,9 @@ def test_every_teacher_writes_a_finite_column(labelled):
     assert read_summary(job.out)["teachers"]["norm"]["quantiles"]["q50"] > 0
 
 
-def test_the_label_job_is_a_tracked_run_with_its_summary_as_metrics(labelled, tracking_db):
+def test_the_label_job_is_a_tracked_run_with_its_summary_as_metrics(labelled, tracked_in):
     job, summary = labelled
-    run = MlflowClient(tracking_db).get_run(summary["mlflow_run"])
+    run = MlflowClient(tracked_in("labelled_run")).get_run(summary["mlflow_run"])
     assert run.data.tags["aikd.job"] == "label" and run.data.tags["aikd.output.shards"] == job.out
     assert run.data.metrics["counts.rows"] == 2000 and run.data.metrics["serfiq.q50"] == summary["teachers"]["serfiq"][
         "quantiles"]["q50"]
