@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet "$(TORCH)"
 	$(PY) -m pip install --quiet -e ".[dev]" "$(TORCH)"
 	$(PY) -m pip install --quiet --no-deps "$(DETECTOR_WEIGHTS)"
+	# DeepSpeed's CPU op, JIT-built by the first run otherwise (a minute of g++ here)
+	$(PY) -c "from aikd.distill.strategy import build_cpu_ops; build_cpu_ops()"
 	touch $(STAMP)
 
 # Two pytest processes: the cluster tests start Ray nodes with `ray start` (token auth on),

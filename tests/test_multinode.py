@@ -168,8 +168,11 @@ def _asks_for(required: dict, resource: str) -> bool:
 @pytest.fixture(scope="module")
 def cluster(s3_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
-    # a stopped node would first drain for up to 30 s (Ray's SIGTERM handling): a test's cluster needs none
+    # a stopped node would first drain for up to 30 s (Ray's SIGTERM handling): a test's cluster needs none. A
+    # killed node is declared dead after 3 failed health checks a second apart, not Ray's 5 three seconds apart
+    # (15 s of waiting in each preemption test); a check still waits up to Ray's 10 s for a busy node's answer.
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+               RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     gcs, dashboard = f"127.0.0.1:{free_port()}", free_port()
     c = Cluster(env, f"http://127.0.0.1:{dashboard}", gcs, tmp)

@@ -106,5 +106,40 @@ def test_both_strategies_step_at_the_warmup_rate_the_schedule_sets(steps, name):
                                    msg=lambda m, k=k: f"{k}: {m}")
 
 
+
+def test_deepspeeds_op_is_built_with_the_ninja_beside_the_interpreter(monkeypatch):
+    from aikd.distill.strategy import use_deepspeeds_ninja
+
+    here = os.path.dirname(sys.executable)
+    assert os.path.exists(os.path.join(here, "ninja"))  # DeepSpeed's dependency, installed with it
+    monkeypatch.setenv("PATH", os.pathsep.join(["/usr/bin", "/bin"]))
+    use_deepspeeds_ninja()
+    use_deepspeeds_ninja()
+    assert os.environ["PATH"].split(os.pathsep) == [here, "/usr/bin", "/bin"]
+
+
+BUILD = """
+import os, sys
+from torch.utils.cpp_extension import _get_build_directory
+from aikd.distill.strategy import build_cpu_ops
+built = build_cpu_ops()
+library = os.path.join(_get_build_directory("deepspeed_shm_comm", False), "deepspeed_shm_comm.so")
+print(built, os.stat(library).st_mtime_ns)
+"""
+
+
+@pytest.mark.slow
+def test_the_cpu_op_built_once_is_loaded_again_from_any_path():
+    """`make install` builds DeepSpeed's CPU op; a process whose PATH lacks the venv loads it, never builds it again."""
+    def build(path: str) -> tuple[str, str]:
+        proc = subprocess.run([sys.executable, "-c", BUILD], capture_output=True, text=True, timeout=600,
+                              env=os.environ | {"PATH": path})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return tuple(proc.stdout.split()[-2:])
+
+    first = build(os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    assert first[0] == "True" and build("/usr/bin:/bin") == first  # the same library file, untouched
+
+
 if __name__ == "__main__":
     _compare(sys.argv[1])

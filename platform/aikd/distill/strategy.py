@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -91,6 +92,40 @@ class Strategy(abc.ABC):
         return box[0]
 
 
+def use_deepspeeds_ninja() -> None:
+    """Put the interpreter's own bin folder (where DeepSpeed's ``ninja`` dependency lies) first on PATH.
+
+    DeepSpeed's CPU accelerator JIT-builds a small C++ op on first use (about a minute on
+    a 2-core machine) with whichever ``ninja`` PATH finds first. Two ninja versions rewrite
+    each other's build log, so a build made through one is redone by the other: processes
+    started with and without the venv on PATH would rebuild it in turn.
+    """
+    here = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if os.path.exists(os.path.join(here, "ninja")) and path.split(os.pathsep)[0] != here:
+        os.environ["PATH"] = here + os.pathsep + path
+
+
+def build_cpu_ops() -> bool:
+    """Build DeepSpeed's CPU op ahead of the first run (`make install` does), so no run waits for the compiler.
+
+    False where there is nothing to build: a GPU machine runs DeepSpeed on its CUDA
+    accelerator, and a CPU that DeepSpeed cannot build the op for goes without it.
+    """
+    if torch.cuda.is_available():
+        return False
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    use_deepspeeds_ninja()
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+        return False
+    builder.load(verbose=False)
+    return True
+
+
 class DeepSpeedStrategy(Strategy):
     def ds_config(self) -> dict:
         ds = self.cfg.engine
@@ -110,6 +145,7 @@ class DeepSpeedStrategy(Strategy):
     def _prepare(self, student: nn.Module, groups: list[dict]) -> None:
         if self.device.type == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            use_deepspeeds_ninja()
         import deepspeed
 
         # the schedule stays on this optimizer, stepped by the loop with its step count: handed to DeepSpeed,
