@@ -303,31 +303,52 @@ def _score_overrides(gallery: str, common: list[str], out: str) -> list[str]:
                      "resources.placement=spread", "decode.workers=2"]
 
 
-def test_gallery_scoring_puts_its_actors_on_both_worker_nodes(cluster, shared, distilled, gallery):
+def _preempted_job(cluster: Cluster, spec: str, overrides: list[str], class_part: str,
+                   log_name: str) -> tuple[list[str], set[str]]:
+    """Submit a job; once its live ``class_part`` actors hold every worker node, kill the first of those nodes
+    and add one; wait for the job to succeed. Returns the nodes the actors held before the kill, and the worker
+    nodes alive when the job started.
+
+    Each actor takes a whole worker node's ``aikd_worker``, and the stream waits for the whole pool
+    (``WHOLE_POOL``): a small input could otherwise be done before the second actor starts.
+    """
+    workers = set(cluster.alive()) - {"head"}
+    job = f"aikd-{uuid.uuid4().hex[:8]}"
+    with open(cluster.tmp / log_name, "w") as log:
+        proc = subprocess.Popen(_submit_args(cluster, spec, overrides, job, WHOLE_POOL), cwd=REPO, env=cluster.env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            placed = _actors_on_worker_nodes(cluster, job, proc, class_part, len(workers))
+            cluster.preempt(placed[0])
+            cluster.add_worker(cluster.next_name())
+            assert proc.wait(timeout=900) == 0, (cluster.tmp / log_name).read_text()[-4000:]
+        finally:
+            proc.kill()
+    return placed, workers
+
+
+@pytest.fixture(scope="module")
+def scored(cluster, shared, distilled, gallery) -> tuple[str, list[str], set[str]]:
+    """The gallery scored while a worker node holding a scoring actor dies and another joins (one job for the two
+    tests below): its output, the nodes its scoring actors ran on, the worker nodes alive at its start."""
     root, common, _, _ = shared
-    job = submit(cluster, "jobs/score.yaml", _score_overrides(gallery[0], common, f"{root}/scores"), WHOLE_POOL)
-    summary = json.loads(resolve(f"{root}/scores/_summary.json").read_text())
+    out = f"{root}/scores"
+    return out, *_preempted_job(cluster, "jobs/score.yaml", _score_overrides(gallery[0], common, out), "Scorer",
+                                "score-preempted.log")
+
+
+def test_gallery_scoring_puts_its_actors_on_both_worker_nodes(scored, gallery):
+    out, placed, workers = scored
+    summary = json.loads(resolve(f"{out}/_summary.json").read_text())
     counts = summary["counts"]
     assert counts["rows"] == gallery[1] == counts["rows_scored"] + counts["rejected"]
     assert summary["scored_with"][0]["uri"].startswith("models:/aikd-student/")  # resolved from @candidate
-    assert set(cluster.actor_nodes(job, "Scorer")) == set(cluster.alive()) - {"head"}
+    assert len(placed) == len(set(placed)) == 2 and set(placed) == workers  # a scoring actor on each worker node
 
 
-def test_a_preempted_node_loses_no_gallery_face(cluster, shared, distilled, gallery):
+def test_a_preempted_node_loses_no_gallery_face(scored, gallery):
     """A worker node holding a scoring actor dies mid-job and another joins: every face scored exactly once."""
-    root, common, _, _ = shared
-    out, job = f"{root}/scores-preempted", f"aikd-{uuid.uuid4().hex[:8]}"
-    overrides = _score_overrides(gallery[0], common, out)
-    with open(cluster.tmp / "score-preempted.log", "w") as log:
-        proc = subprocess.Popen(_submit_args(cluster, "jobs/score.yaml", overrides, job, WHOLE_POOL),
-                                cwd=REPO, env=cluster.env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            victim = _actor_node(cluster, job, proc, "Scorer")
-            cluster.preempt(victim)
-            cluster.add_worker(cluster.next_name())
-            assert proc.wait(timeout=900) == 0, (cluster.tmp / "score-preempted.log").read_text()[-4000:]
-        finally:
-            proc.kill()
+    out, _, _ = scored
     summary = json.loads(resolve(f"{out}/_summary.json").read_text())
     scores = read_scores(out)
     ids = scores.filter(pc.equal(scores["model"], summary["scored_with"][0]["name"]))["image_id"].to_pylist()
@@ -342,18 +363,19 @@ def _maybe(fn, *args):
         return None
 
 
-def _actor_node(cluster: Cluster, submission: str, proc, class_part: str) -> str:
-    """The worker node of the first live actor of ``class_part`` of a running job."""
+def _actors_on_worker_nodes(cluster: Cluster, submission: str, proc, class_part: str, count: int) -> list[str]:
+    """The worker nodes (sorted) of a running job's live ``class_part`` actors, once they are on ``count`` of them."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
         job_id = _maybe(cluster.job_id, submission)
         if job_id:
             names = {v: k for k, v in cluster.alive().items()}
-            for a in cluster.state("actors", job_id=job_id, state="ALIVE"):
-                if class_part in a["class_name"] and names.get(a["node_id"], "head") != "head":
-                    return names[a["node_id"]]
+            held = [names.get(a["node_id"], "head") for a in cluster.state("actors", job_id=job_id, state="ALIVE")
+                    if class_part in a["class_name"]]
+            if len(set(held) - {"head"}) >= count:
+                return sorted(held)
         time.sleep(0.2)
-    raise AssertionError(f"no {class_part} actor started on a worker node before the job ended")
+    raise AssertionError(f"{class_part} actors were not on {count} worker nodes before the job ended")
 
 
 @pytest.fixture(scope="module")
@@ -387,26 +409,23 @@ def _ingested(out: str, photos: int) -> tuple[dict, list[str]]:
     return summary, ids
 
 
-def test_ingest_detects_faces_with_its_actors_on_both_worker_nodes(cluster, shared, raw_photos):
+@pytest.fixture(scope="module")
+def ingested(cluster, shared, raw_photos) -> tuple[str, list[str], set[str]]:
+    """The photos ingested while a worker node holding an ingest actor dies and another joins (one job for the two
+    tests below): its output, the nodes its ingest actors ran on, the worker nodes alive at its start."""
     root, common, _, _ = shared
-    job = submit(cluster, "jobs/ingest.yaml", _ingest_overrides(raw_photos[0], common, f"{root}/faces"), WHOLE_POOL)
-    summary, ids = _ingested(f"{root}/faces", raw_photos[1])
+    out = f"{root}/faces"
+    return out, *_preempted_job(cluster, "jobs/ingest.yaml", _ingest_overrides(raw_photos[0], common, out),
+                                "IngestActor", "ingest-preempted.log")
+
+
+def test_ingest_detects_faces_with_its_actors_on_both_worker_nodes(ingested, raw_photos):
+    out, placed, workers = ingested
+    summary, ids = _ingested(out, raw_photos[1])
     assert len(ids) > 0.6 * raw_photos[1] and summary["detected"] is True
-    assert set(cluster.actor_nodes(job, "IngestActor")) == set(cluster.alive()) - {"head"}
+    assert len(placed) == len(set(placed)) == 2 and set(placed) == workers  # an ingest actor on each worker node
 
 
-def test_a_preempted_node_loses_no_photo_and_stores_no_face_twice(cluster, shared, raw_photos):
+def test_a_preempted_node_loses_no_photo_and_stores_no_face_twice(ingested, raw_photos):
     """A worker node holding an ingest actor dies mid-job and another joins: every photo in exactly once."""
-    root, common, _, _ = shared
-    out, job = f"{root}/faces-preempted", f"aikd-{uuid.uuid4().hex[:8]}"
-    with open(cluster.tmp / "ingest-preempted.log", "w") as log:
-        proc = subprocess.Popen(_submit_args(cluster, "jobs/ingest.yaml", _ingest_overrides(raw_photos[0], common, out),
-                                             job, WHOLE_POOL), cwd=REPO, env=cluster.env, stdout=log,
-                                stderr=subprocess.STDOUT)
-        try:
-            cluster.preempt(_actor_node(cluster, job, proc, "IngestActor"))
-            cluster.add_worker(cluster.next_name())
-            assert proc.wait(timeout=900) == 0, (cluster.tmp / "ingest-preempted.log").read_text()[-4000:]
-        finally:
-            proc.kill()
-    _ingested(out, raw_photos[1])
+    _ingested(ingested[0], raw_photos[1])
