@@ -167,9 +167,13 @@ def storage_root(request, tmp_path) -> str:
 
 @pytest.fixture(scope="session")
 def ray_local(s3_server):
-    """One local Ray instance for the session, started after the S3 variables are set."""
+    """One local Ray instance for the session, started after the S3 variables are set, with a local instance's
+    settings (`local_instance_settings`)."""
     import ray
 
+    from aikd.runtime import local_instance_settings
+
+    local_instance_settings()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     from ray.data import DataContext
 

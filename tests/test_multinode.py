@@ -93,12 +93,13 @@ class Cluster:
     nodes: dict[str, Node] = field(default_factory=dict)
     dead: dict[str, str] = field(default_factory=dict)  # node id -> name of nodes stopped by a test
 
-    def add_worker(self, name: str) -> None:
+    def add_worker(self, name: str, wait: bool = True) -> None:
         self.nodes[name] = Node(name, ["--address", self.gcs, "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
                                        "--dashboard-agent-listen-port", str(free_port()),
                                        "--object-store-memory", str(400 * 2**20), "--resources",
                                        json.dumps({"aikd_worker": 1, f"node_{name}": 1})], self.env, self.tmp)
-        self.wait_for(lambda nodes: name in nodes)
+        if wait:
+            self.wait_for(lambda nodes: name in nodes)
 
     def api(self, path: str, **query) -> dict:
         """The dashboard's HTTP API with the cluster's token (no Ray client state in this process)."""
@@ -184,8 +185,9 @@ def cluster(s3_server, tmp_path_factory):
                                     "--disable-usage-stats"], env, tmp)
     try:
         c.wait_for(lambda nodes: "head" in nodes)
-        for name in ("a", "b"):
-            c.add_worker(name)
+        for name in ("a", "b"):  # started together
+            c.add_worker(name, wait=False)
+        c.wait_for(lambda nodes: {"a", "b"} <= set(nodes))
         yield c
     finally:
         # the workers first: a worker that loses its head waits for it

@@ -9,6 +9,14 @@ import ray
 import torch
 
 PROCESSES_PER_CPU = 4
+# Ray Train starts an actor per run that polls the cluster for nodes about to be drained (preempted). A local
+# instance is one node, the driver's own machine: nothing to watch, and a process less per run.
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
+def local_instance_settings() -> None:
+    """What a local instance sets before it starts (its workers inherit the environment); a value set stays."""
+    os.environ.setdefault(PREEMPTION_WATCHER, "0")
 
 
 def ensure_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
@@ -30,6 +38,7 @@ def ensure_ray(num_cpus: int | None = None, dashboard: bool = False) -> None:
         context = ray.init(log_to_driver=True, logging_level=level)
     else:  # address="local": a new instance, never a cluster someone left running on this machine
         cpus = num_cpus or os.cpu_count() or 1
+        local_instance_settings()
         context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=True,
                            logging_level=level, _system_config={
                                # the raylet warns once a node has started 4x this many worker processes (the
