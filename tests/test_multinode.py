@@ -332,7 +332,8 @@ def _preempted_job(cluster: Cluster, spec: str, overrides: list[str], class_part
 @pytest.fixture(scope="module")
 def scored(cluster, shared, distilled, gallery) -> tuple[str, list[str], set[str]]:
     """The gallery scored while a worker node holding a scoring actor dies and another joins (one job for the two
-    tests below): its output, the nodes its scoring actors ran on, the worker nodes alive at its start."""
+    tests below): its output, the nodes its scoring actors held before the kill, the worker nodes alive at its
+    start."""
     root, common, _, _ = shared
     out = f"{root}/scores"
     return out, *_preempted_job(cluster, "jobs/score.yaml", _score_overrides(gallery[0], common, out), "Scorer",
@@ -414,7 +415,8 @@ def _ingested(out: str, photos: int) -> tuple[dict, list[str]]:
 @pytest.fixture(scope="module")
 def ingested(cluster, shared, raw_photos) -> tuple[str, list[str], set[str]]:
     """The photos ingested while a worker node holding an ingest actor dies and another joins (one job for the two
-    tests below): its output, the nodes its ingest actors ran on, the worker nodes alive at its start."""
+    tests below): its output, the nodes its ingest actors held before the kill, the worker nodes alive at its
+    start."""
     root, common, _, _ = shared
     out = f"{root}/faces"
     return out, *_preempted_job(cluster, "jobs/ingest.yaml", _ingest_overrides(raw_photos[0], common, out),

@@ -92,14 +92,16 @@ class Strategy(abc.ABC):
         return box[0]
 
 
-def use_deepspeeds_ninja() -> None:
-    """Put the interpreter's own bin folder (where DeepSpeed's ``ninja`` dependency lies) first on PATH.
+def deepspeed_on_cpu() -> None:
+    """Set up DeepSpeed for the CPU: its CPU accelerator, and the interpreter's own bin folder (where
+    DeepSpeed's ``ninja`` dependency lies) first on PATH.
 
     DeepSpeed's CPU accelerator JIT-builds a small C++ op on first use (about a minute on
     a 2-core machine) with whichever ``ninja`` PATH finds first. Two ninja versions rewrite
     each other's build log, so a build made through one is redone by the other: processes
     started with and without the venv on PATH would rebuild it in turn.
     """
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
     here = os.path.dirname(sys.executable)
     path = os.environ.get("PATH", "")
     if os.path.exists(os.path.join(here, "ninja")) and path.split(os.pathsep)[0] != here:
@@ -114,16 +116,10 @@ def build_cpu_ops() -> bool:
     """
     if torch.cuda.is_available():
         return False
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    use_deepspeeds_ninja()
-    import deepspeed.ops
-    from deepspeed.accelerator import get_accelerator
+    deepspeed_on_cpu()
+    from deepspeed.comm.torch import build_shm_op  # what DeepSpeed's CPU backend calls when it starts
 
-    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
-    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
-        return False
-    builder.load(verbose=False)
-    return True
+    return build_shm_op() is not None
 
 
 class DeepSpeedStrategy(Strategy):
@@ -144,8 +140,7 @@ class DeepSpeedStrategy(Strategy):
 
     def _prepare(self, student: nn.Module, groups: list[dict]) -> None:
         if self.device.type == "cpu":
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
-            use_deepspeeds_ninja()
+            deepspeed_on_cpu()
         import deepspeed
 
         # the schedule stays on this optimizer, stepped by the loop with its step count: handed to DeepSpeed,
