@@ -66,16 +66,21 @@ def gallery(s3_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scored(ray_local, gallery):
+    """The gallery scored by its student ("s") and a second one ("b") in one pass."""
     shards, student, root = gallery
-    cfg = _spec("s3://aikd-test/gallery/scores", [{"name": "s", "model": student}], shards=[shards],
-                backend="torch")
+    models = [{"name": "s", "model": student}, {"name": "b", "model": _student(root / "student3", 2)}]
+    cfg = _spec("s3://aikd-test/gallery/scores", models, shards=[shards], backend="torch")
     return cfg, run_score(cfg)
+
+
+def _of(table: pa.Table, model: str) -> pa.Table:
+    return table.filter(pc.equal(table["model"], model))
 
 
 def test_every_face_gets_exactly_one_score_equal_to_the_students_own(scored, gallery):
     cfg, summary = scored
     shards, student, _ = gallery
-    table = _table(cfg.out)
+    table = _of(_table(cfg.out), "s")
     expected = _direct(student, shards)
     ids = table.column("image_id").to_pylist()
     assert sorted(ids) == sorted(expected) and len(set(ids)) == len(ids) == 120
@@ -95,7 +100,7 @@ def test_the_onnx_backend_scores_like_torch(ray_local, scored, gallery, tmp_path
     shards, student, _ = gallery
     onnx = run_score(_spec(tmp_path / "onnx", [{"name": "s", "model": student}], shards=[shards], backend="onnx"))
     assert onnx["counts"]["rows_scored"] == 120
-    a, b = _table(cfg.out).column("quality").to_numpy(), _table(tmp_path / "onnx").column("quality").to_numpy()
+    a, b = _of(_table(cfg.out), "s")["quality"].to_numpy(), _table(tmp_path / "onnx")["quality"].to_numpy()
     assert np.abs(a - b).max() <= 1e-4  # ONNX Runtime's kernels round differently from torch's
 
 
@@ -103,7 +108,7 @@ def test_a_crashed_run_started_again_gives_the_same_table(ray_local, scored, gal
     cfg, _ = scored
     shards, student, _ = gallery
     out = tmp_path / "crash"
-    spec = _spec(out, [{"name": "s", "model": student}], shards=[shards], backend="torch")
+    spec = _spec(out, [m.model_dump() for m in cfg.models], shards=[shards], backend="torch")
     real, written = score_run.write_file, []
 
     def crash_after_one(*args, **kwargs):
@@ -203,16 +208,13 @@ def test_a_moved_alias_is_scored_with_the_new_version_and_says_so(ray_local, gal
     assert max(abs(got[i] - expected[i]) for i in expected) <= 1e-5
 
 
-def test_several_models_in_one_pass(ray_local, gallery, tmp_path):
-    shards, first, root = gallery
-    second = _student(root / "student3", 2)
-    summary = run_score(_spec(tmp_path / "out", [{"name": "a", "model": first}, {"name": "b", "model": second}],
-                              shards=[shards], backend="torch"))
-    table = _table(tmp_path / "out")
+def test_several_models_in_one_pass(scored):
+    cfg, summary = scored
+    table = _table(cfg.out)
     assert summary["counts"]["rows_scored"] == 120 and table.num_rows == 240
-    by_model = {m: table.filter(pc.equal(table["model"], m)) for m in ("a", "b")}
-    assert by_model["a"].column("image_id").equals(by_model["b"].column("image_id"))
-    assert not np.allclose(by_model["a"]["quality"].to_numpy(), by_model["b"]["quality"].to_numpy())
+    by_model = {m: _of(table, m) for m in ("s", "b")}
+    assert by_model["s"].column("image_id").equals(by_model["b"].column("image_id"))
+    assert not np.allclose(by_model["s"]["quality"].to_numpy(), by_model["b"]["quality"].to_numpy())
 
 
 def test_specs_name_what_is_wrong(tmp_path):

@@ -17,6 +17,10 @@ def test_zero0_run_on_s3_writes_checkpoints_and_a_student(s3_run):
     assert summary["steps"] == 30
     checkpoints = [f for f in run.list_files() if f.path.endswith("sidecar.json")]
     assert len(checkpoints) == 2  # keep_checkpoints: only the newest two remain (after both runs)
+    # Ray Train's own files live under the job's output, beside the checkpoints (no local disk shared)
+    assert all(f.parent().name.startswith("checkpoint_") and f.parent().parent().path == run.path
+               for f in checkpoints)
+    assert run.join("checkpoint_manager_snapshot.json").exists()
     assert summary["student"] == run.join("best").uri  # found without a scan of checkpoints
     student, card = load_model(summary["student"])
     assert card.kind == "student" and card.lineage["label"] == "q_norm"
