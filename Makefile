@@ -24,12 +24,11 @@ $(STAMP): pyproject.toml Makefile
 	  || echo "aikd: DeepSpeed's CPU op did not build (a C++ compiler?): on a CPU, use distill's strategy: ddp"
 	touch $(STAMP)
 
-# Two pytest processes: the cluster tests start Ray nodes with `ray start` (token auth on),
-# the rest run in two pytest-xdist workers, each with its own local Ray instance
-# (tests/conftest.py says which tests share a worker); no process inherits another's Ray state.
+# Two pytest-xdist workers, each with its own local Ray instance (tests/conftest.py says which tests share a
+# worker); the cluster tests, the last scope handed out, start their Ray nodes with `ray start` (token auth on)
+# and give them none of the worker's own Ray settings.
 test: install
-	$(PY) -m pytest tests -m "not cluster" -n 2 --durations=30
-	$(PY) -m pytest tests -m cluster --durations=10
+	$(PY) -m pytest tests -n 2 --durations=30
 
 demo: install
 	$(VENV)/bin/aikd demo --out runs/demo

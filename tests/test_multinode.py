@@ -6,7 +6,8 @@ carry the custom resource ``aikd_worker`` (and ``node_<name>``), so a job can be
 off the head. Data, checkpoints, runs, registry artifacts (through the tracking server)
 and outputs all live in the local S3 bucket: the only thing the nodes share is S3.
 
-Runs in its own pytest process (marker ``cluster``, see the Makefile).
+Marker ``cluster``: under pytest-xdist the last scope handed out (tests/conftest.py); the nodes get none of
+the worker's own Ray settings.
 """
 
 from __future__ import annotations
@@ -172,7 +173,9 @@ def cluster(s3_server, tmp_path_factory):
     # a stopped node would first drain for up to 30 s (Ray's SIGTERM handling): a test's cluster needs none. A
     # killed node is declared dead after 3 failed health checks a second apart, not Ray's 5 three seconds apart
     # (15 s of waiting in each preemption test); a check still waits up to Ray's 10 s for a busy node's answer.
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+    # nothing of this process's own Ray settings (a pytest-xdist worker's local instance set some) reaches the nodes
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env |= dict(RAY_AUTH_MODE="token", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
                RAY_health_check_period_ms="1000", RAY_health_check_failure_threshold="3",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     gcs, dashboard = f"127.0.0.1:{free_port()}", free_port()
