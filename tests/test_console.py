@@ -31,10 +31,15 @@ def test_the_console_shows_aikds_lines_less_the_training_details(line, kept):
     assert shown(line) is kept
 
 
-def _job_output(code: str, env: dict | None = None) -> str:
-    """Run ``code`` (which starts Ray through ensure_ray) in a fresh process; it must succeed."""
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+def _run(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` (which starts Ray through ensure_ray) in a fresh process."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           env=os.environ | (env or {}), timeout=300)
+
+
+def _job_output(code: str, env: dict | None = None) -> str:
+    """What ``code`` printed, stdout and stderr; it must succeed."""
+    done = _run(code, env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout + done.stderr
 
@@ -76,9 +81,7 @@ QUIET = """
 
 @pytest.fixture(scope="module")
 def quiet(tmp_path_factory) -> subprocess.CompletedProcess:
-    code = textwrap.dedent(QUIET.format(storage=tmp_path_factory.mktemp("console")))
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env=os.environ | {"AIKD_VERBOSE": "0"})
+    return _run(QUIET.format(storage=tmp_path_factory.mktemp("console")), {"AIKD_VERBOSE": "0"})
 
 
 def test_a_worker_line_reaches_the_console_once_and_ray_noise_stays_in_the_log_files(quiet):

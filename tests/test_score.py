@@ -106,7 +106,7 @@ def test_the_onnx_backend_scores_like_torch(ray_local, scored, gallery, tmp_path
 
 def test_a_crashed_run_started_again_gives_the_same_table(ray_local, scored, gallery, tmp_path, monkeypatch):
     cfg, _ = scored
-    shards, student, _ = gallery
+    shards, _, _ = gallery
     out = tmp_path / "crash"
     spec = _spec(out, [m.model_dump() for m in cfg.models], shards=[shards], backend="torch")
     real, written = score_run.write_file, []
