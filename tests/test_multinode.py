@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -242,11 +243,12 @@ def distilled(cluster, shared):
             assert proc.wait(timeout=900) == 0, (cluster.tmp / "distill.log").read_text()[-4000:]
         finally:
             proc.kill()
-    return cluster.job_id(submission), json.loads(run.join("_summary.json").read_text()), placed
+    output = (cluster.tmp / "distill.log").read_text()
+    return cluster.job_id(submission), json.loads(run.join("_summary.json").read_text()), placed, output
 
 
 def test_distillation_runs_its_two_train_workers_on_two_nodes(distilled):
-    _, summary, placed = distilled
+    _, summary, placed, _ = distilled
     assert placed == ["a", "b"]  # strict spread, off the head
     assert summary["run"].startswith("s3://")
     assert summary["registered"]["uri"].startswith("models:/aikd-student/")
@@ -255,9 +257,10 @@ def test_distillation_runs_its_two_train_workers_on_two_nodes(distilled):
 
 
 def test_a_preempted_node_costs_steps_since_the_checkpoint_not_the_run(cluster, distilled):
-    """The run that lost node b ends as an uninterrupted one does: its 12 steps, each on a global batch of 2
-    workers x 8 (a resume that lost or replayed samples would show in the count)."""
-    job, summary, _ = distilled
+    """The run that lost node b resumed from its checkpoint and ends as an uninterrupted one does: its 12 steps,
+    each on a global batch of 2 workers x 8 (a resume that lost or replayed samples would show in the count)."""
+    job, summary, _, output = distilled
+    assert re.search(r"^distill: resumed at step \d+ ", output, re.M), output[-3000:]
     assert summary["steps"] == summary["plan"]["total_steps"] == 12 and summary["consumed"] == 12 * 2 * 8
     workers = cluster.actor_nodes(job, "RayTrainWorker")
     assert "b" in workers and len(set(workers) - {"a", "b"}) == 1  # the run moved on to the new node
