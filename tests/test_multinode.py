@@ -216,10 +216,10 @@ def shared(cluster, mlflow_server):
     bootstrap = [f"bootstrap.root={root}/default", "bootstrap.identities=24", "bootstrap.samples_per_identity=6",
                  "bootstrap.fr_epochs=1", "bootstrap.serfiq_passes=10"]
     # 2 workers x micro-batch 8 over ~130 training faces: 8 steps an epoch, a checkpoint every 4; the run stops at
-    # step 12, before the data of its 2 epochs runs out, so an uninterrupted run's figures are known: 12 steps, 192 rows
+    # step 8, before the data of its 2 epochs runs out, so an uninterrupted run's figures are known: 8 steps, 128 rows
     distill = bootstrap + common + ON_WORKERS + [
         f"storage={root}/runs", "resources.placement=strict_spread", "engine.zero_stage=1",
-        "engine.micro_batch=8", "optim.val_every=0.5", "epochs=2", "max_steps=12"]
+        "engine.micro_batch=8", "optim.val_every=0.5", "epochs=2", "max_steps=8"]
     return root, common, bootstrap, distill
 
 
@@ -257,11 +257,11 @@ def test_distillation_runs_its_two_train_workers_on_two_nodes(distilled):
 
 
 def test_a_preempted_node_costs_steps_since_the_checkpoint_not_the_run(cluster, distilled):
-    """The run that lost node b resumed from its checkpoint and ends as an uninterrupted one does: its 12 steps,
+    """The run that lost node b resumed from its checkpoint and ends as an uninterrupted one does: its 8 steps,
     each on a global batch of 2 workers x 8 (a resume that lost or replayed samples would show in the count)."""
     job, summary, _, output = distilled
     assert re.search(r"^distill: resumed at step \d+ ", output, re.M), output[-3000:]
-    assert summary["steps"] == summary["plan"]["total_steps"] == 12 and summary["consumed"] == 12 * 2 * 8
+    assert summary["steps"] == summary["plan"]["total_steps"] == 8 and summary["consumed"] == 8 * 2 * 8
     workers = cluster.actor_nodes(job, "RayTrainWorker")
     assert "b" in workers and len(set(workers) - {"a", "b"}) == 1  # the run moved on to the new node
 
